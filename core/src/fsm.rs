@@ -1,0 +1,701 @@
+//! The replicated state machine: [`apply`] is the only way [`ClusterState`] changes.
+//!
+//! ```text
+//!   client/node/leader ──▶ Command ──▶ raft log (ordered, durable) ──▶ apply(state, cmd)
+//!                                                                      │
+//!                                  Ok(Applied) / Err(Rejected) ◀───────┘ (same on every replica)
+//! ```
+//!
+//! `apply` is deterministic: it reads no clock (every command carries `now`), draws no random
+//! numbers, and re-checks everything it is told. A plan from a buggy scheduler, a report from
+//! a lying node or a command replayed after a restart is refused with a reason, never applied
+//! half-way: each command either changes the state as a whole or not at all.
+//!
+//! Command variants are append-only: their order is part of the log format.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::job::{
+    ExitStatus, Hold, Job, JobId, JobSpec, JobState, NodeAlloc, OutputFile, PendingReason,
+    StopCause, Usage,
+};
+use crate::node::{GpuInfo, Node, NodeResources, NodeState};
+use crate::slurm::time::TimeLimit;
+use crate::state::{ClusterState, DepStatus};
+
+/// Slurm's priority/basic starts here and counts down one per submitted job.
+pub const BASIC_PRIORITY_TOP: u32 = 0xFFFF_0000;
+
+/// A change to the cluster, in the order Raft committed it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Command {
+    Submit { spec: Box<JobSpec>, now: u64 },
+    RegisterNode { reg: Box<NodeRegistration>, now: u64 },
+    ApplyPlan { plan: Plan, now: u64 },
+    JobEnded { report: Box<JobReport>, now: u64 },
+    Cancel { jobs: Vec<JobId>, uid: u32, now: u64 },
+    Hold { jobs: Vec<JobId>, admin: bool, now: u64 },
+    Release { jobs: Vec<JobId>, now: u64 },
+    Requeue { jobs: Vec<JobId>, now: u64 },
+    Update { jobs: Vec<JobId>, update: JobUpdate, now: u64 },
+    NodeDown { node: String, reason: String, now: u64 },
+    SetNodeState { node: String, state: NodeState, reason: Option<String>, now: u64 },
+}
+
+impl Command {
+    pub fn now(&self) -> u64 {
+        match self {
+            Command::Submit { now, .. }
+            | Command::RegisterNode { now, .. }
+            | Command::ApplyPlan { now, .. }
+            | Command::JobEnded { now, .. }
+            | Command::Cancel { now, .. }
+            | Command::Hold { now, .. }
+            | Command::Release { now, .. }
+            | Command::Requeue { now, .. }
+            | Command::Update { now, .. }
+            | Command::NodeDown { now, .. }
+            | Command::SetNodeState { now, .. } => *now,
+        }
+    }
+}
+
+/// What a node agent says about itself when it (re)connects.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRegistration {
+    pub name: String,
+    pub addr: String,
+    pub hostname: String,
+    pub resources: NodeResources,
+    pub boot_time: u64,
+    pub version: String,
+    pub os: String,
+    /// `(job, attempt)` the agent is still running: anything else it was given is lost.
+    pub running: Vec<(JobId, u32)>,
+}
+
+/// The scheduler's proposal. `apply` re-checks every placement against the state it meets.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    pub starts: Vec<Placement>,
+    /// New pending reasons (only those that changed).
+    pub reasons: Vec<(JobId, PendingReason)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Placement {
+    pub job: JobId,
+    pub alloc: Vec<NodeAlloc>,
+}
+
+/// How the node saw a job end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EndCause {
+    /// The script exited or was killed by a signal nobody in Chorus sent.
+    Exited,
+    /// The node stopped it at its time limit.
+    TimeLimit,
+    /// The kernel's OOM killer ended it.
+    OutOfMemory,
+    /// Stopped because the controller asked (scancel, requeue).
+    Stopped,
+    /// The node could not start it (bad working directory, no interpreter...).
+    LaunchFailed,
+}
+
+/// A node's report that a job's batch script ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobReport {
+    pub job: JobId,
+    pub attempt: u32,
+    pub node: String,
+    pub exit: ExitStatus,
+    pub cause: EndCause,
+    pub usage: Usage,
+    pub outputs: Vec<OutputFile>,
+}
+
+/// Fields `scontrol update job` may change.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobUpdate {
+    pub time_limit: Option<TimeLimit>,
+    pub name: Option<String>,
+    pub partition: Option<String>,
+    pub comment: Option<String>,
+    pub nice: Option<i32>,
+    pub priority: Option<u32>,
+    pub begin: Option<u64>,
+    pub ntasks: Option<u32>,
+    pub cpus_per_task: Option<u32>,
+}
+
+/// What applying a command did, for the caller that proposed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// The ids of the new job (one per array task; the first is the job/array id).
+    Submitted(Vec<JobId>),
+    NodeRegistered {
+        lost_jobs: Vec<JobId>,
+    },
+    /// Jobs started by a plan.
+    Started(Vec<JobId>),
+    /// Jobs whose state changed.
+    Changed(Vec<JobId>),
+    Nothing,
+}
+
+/// Why a command was refused. Deterministic: every replica refuses it the same way.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejected {
+    #[error("Invalid job id specified")]
+    UnknownJob(JobId),
+    #[error("invalid partition specified: {0}")]
+    UnknownPartition(String),
+    #[error("Job dependency problem")]
+    Dependency,
+    #[error("Requested time limit is invalid (missing or exceeds some limit)")]
+    TimeLimit,
+    #[error(
+        "Job violates accounting/QOS policy (job submit limit, user's size and/or time limits)"
+    )]
+    NotPermitted,
+    #[error("Job/step already completing or completed")]
+    AlreadyDone(JobId),
+    #[error("Job is no longer pending execution")]
+    NotPending(JobId),
+    #[error("Invalid node name specified")]
+    UnknownNode(String),
+    #[error("stale report for job {job} from node {node}")]
+    StaleReport { job: JobId, node: String },
+    #[error("Invalid job array specification")]
+    Array,
+}
+
+/// Applies one committed command. Either changes the state as a whole or returns why not.
+pub fn apply(state: &mut ClusterState, cmd: Command) -> Result<Applied, Rejected> {
+    state.now = state.now.max(cmd.now());
+    match cmd {
+        Command::Submit { spec, now } => submit(state, *spec, now),
+        Command::RegisterNode { reg, now } => register_node(state, *reg, now),
+        Command::ApplyPlan { plan, now } => Ok(apply_plan(state, plan, now)),
+        Command::JobEnded { report, now } => job_ended(state, *report, now),
+        Command::Cancel { jobs, uid, now } => cancel(state, &jobs, uid, now),
+        Command::Hold { jobs, admin, now: _ } => hold(state, &jobs, admin),
+        Command::Release { jobs, now } => release(state, &jobs, now),
+        Command::Requeue { jobs, now } => requeue(state, &jobs, now),
+        Command::Update { jobs, update: u, now: _ } => update(state, &jobs, &u),
+        Command::NodeDown { node, reason, now } => node_down(state, &node, reason, now),
+        Command::SetNodeState { node, state: st, reason, now: _ } => {
+            let n = state.nodes.get_mut(&node).ok_or(Rejected::UnknownNode(node))?;
+            n.state = st;
+            n.reason = reason;
+            Ok(Applied::Nothing)
+        }
+    }
+}
+
+/// Checks a spec against the state without changing anything: the submit path's last word.
+pub fn check_submit(state: &ClusterState, spec: &JobSpec) -> Result<String, Rejected> {
+    let partition = match &spec.partition {
+        Some(p) => {
+            state.config.partition(p).ok_or_else(|| Rejected::UnknownPartition(p.clone()))?
+        }
+        None => state
+            .config
+            .default_partition()
+            .ok_or_else(|| Rejected::UnknownPartition("(default)".into()))?,
+    };
+    if let (Some(TimeLimit::Minutes(m)), Some(max)) = (spec.time_limit, partition.max_time_min) {
+        if m > max {
+            return Err(Rejected::TimeLimit);
+        }
+    }
+    if let (Some(TimeLimit::Unlimited), Some(_)) = (spec.time_limit, partition.max_time_min) {
+        return Err(Rejected::TimeLimit);
+    }
+    if let Some(a) = &spec.array {
+        if a.tasks.is_empty() || a.tasks.iter().any(|t| *t >= state.config.max_array_size) {
+            return Err(Rejected::Array);
+        }
+    }
+    if let Some(dep) = &spec.dependency {
+        for c in &dep.conditions {
+            for r in &c.jobs {
+                if state.resolve(r).is_empty() {
+                    return Err(Rejected::Dependency);
+                }
+            }
+        }
+    }
+    Ok(partition.name.clone())
+}
+
+fn submit(state: &mut ClusterState, spec: JobSpec, now: u64) -> Result<Applied, Rejected> {
+    let partition = check_submit(state, &spec)?;
+    let part = state.config.partition(&partition).expect("checked above");
+    let time_limit_min = match spec.time_limit {
+        Some(TimeLimit::Minutes(m)) => Some(m),
+        Some(TimeLimit::Unlimited) => None,
+        None => part.default_time_min.or(part.max_time_min),
+    };
+    let spec = Arc::new(spec);
+    let tasks: Vec<Option<u32>> = match &spec.array {
+        Some(a) => a.tasks.iter().copied().map(Some).collect(),
+        None => vec![None],
+    };
+    let first = state.next_job_id;
+    let mut ids = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        let id = state.next_job_id;
+        state.next_job_id += 1;
+        state.submitted += 1;
+        let hold = spec.hold.then_some(Hold::User);
+        let job = Job {
+            id,
+            array: task.map(|t| (first, t)),
+            spec: Arc::clone(&spec),
+            partition: partition.clone(),
+            state: JobState::Pending,
+            reason: if hold.is_some() { PendingReason::JobHeldUser } else { PendingReason::None },
+            hold,
+            priority: if hold.is_some() { 0 } else { basic_priority(state.submitted) },
+            time_limit_min,
+            submit_time: now,
+            eligible_time: None,
+            start_time: None,
+            end_time: None,
+            alloc: vec![],
+            exit: ExitStatus::default(),
+            stopping: None,
+            restarts: 0,
+            usage: Usage::default(),
+            outputs: vec![],
+        };
+        state.jobs.insert(id, job);
+        state.pending.insert(id);
+        ids.push(id);
+    }
+    if spec.array.is_some() {
+        state.arrays.insert(first, ids.clone());
+    }
+    Ok(Applied::Submitted(ids))
+}
+
+fn basic_priority(submitted: u64) -> u32 {
+    BASIC_PRIORITY_TOP.saturating_sub(u32::try_from(submitted).unwrap_or(u32::MAX))
+}
+
+fn register_node(
+    state: &mut ClusterState,
+    reg: NodeRegistration,
+    now: u64,
+) -> Result<Applied, Rejected> {
+    // Jobs this node was running that it no longer reports are lost with the old process.
+    let lost: Vec<JobId> = state
+        .active
+        .iter()
+        .copied()
+        .filter(|id| {
+            let j = &state.jobs[id];
+            j.alloc.first().is_some_and(|a| a.node == reg.name)
+                && !reg.running.contains(&(j.id, j.restarts))
+        })
+        .collect();
+    for id in &lost {
+        finish(state, *id, JobState::NodeFail, ExitStatus::default(), now);
+    }
+    let incarnation = state.nodes.get(&reg.name).map_or(1, |n| n.incarnation + 1);
+    let (keep_state, keep_reason) = match state.nodes.get(&reg.name) {
+        Some(n) if n.state == NodeState::Drain => (NodeState::Drain, n.reason.clone()),
+        _ => (NodeState::Up, None),
+    };
+    let mut node = Node {
+        name: reg.name.clone(),
+        addr: reg.addr,
+        hostname: reg.hostname,
+        resources: reg.resources,
+        state: keep_state,
+        reason: keep_reason,
+        alloc_cpus: 0,
+        alloc_mem_mb: 0,
+        alloc_gpus: vec![],
+        boot_time: reg.boot_time,
+        registered_at: now,
+        incarnation,
+        version: reg.version,
+        os: reg.os,
+    };
+    // Re-derive the allocation from the jobs that survive on this node.
+    for id in &state.active {
+        for a in state.jobs[id].alloc.iter().filter(|a| a.node == node.name) {
+            node.alloc_cpus += a.cpus;
+            node.alloc_mem_mb += a.mem_mb;
+            node.alloc_gpus.extend(&a.gpus);
+        }
+    }
+    state.nodes.insert(reg.name, node);
+    Ok(Applied::NodeRegistered { lost_jobs: lost })
+}
+
+/// Whether a pending job may start now, and if not, why. Shared by the scheduler plugins and
+/// by `apply`'s re-check so the two never disagree.
+pub fn blocking_reason(state: &ClusterState, job: &Job, now: u64) -> Option<PendingReason> {
+    if let Some(h) = job.hold {
+        return Some(match h {
+            Hold::User => PendingReason::JobHeldUser,
+            Hold::Admin => PendingReason::JobHeldAdmin,
+        });
+    }
+    match state.dependency_status(job) {
+        DepStatus::Satisfied => {}
+        DepStatus::Waiting => return Some(PendingReason::Dependency),
+        DepStatus::Never => return Some(PendingReason::DependencyNeverSatisfied),
+    }
+    if job.spec.begin.is_some_and(|b| b > now) {
+        return Some(PendingReason::BeginTime);
+    }
+    if let (Some((array, _)), Some(limit)) =
+        (job.array, job.spec.array.as_ref().and_then(|a| a.throttle))
+    {
+        if state.running_tasks(array) >= limit as usize {
+            return Some(PendingReason::JobArrayTaskLimit);
+        }
+    }
+    if !state.config.partition(&job.partition).is_some_and(|p| p.up) {
+        return Some(PendingReason::PartitionDown);
+    }
+    None
+}
+
+/// Whether `alloc` fits `job` on the nodes as they are now.
+pub fn placement_fits(state: &ClusterState, job: &Job, alloc: &[NodeAlloc]) -> bool {
+    let spec = &job.spec;
+    let Some(part) = state.config.partition(&job.partition) else { return false };
+    if alloc.len() != spec.num_nodes() as usize {
+        return false;
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    alloc.iter().enumerate().all(|(i, a)| {
+        let Some(node) = state.nodes.get(&a.node) else { return false };
+        let want_cpus = spec.tasks_on_node(i as u32) * spec.cpus_per_task();
+        let want_mem = spec.mem_on_node(want_cpus, state.config.def_mem_per_cpu);
+        let want_mem = if want_mem == 0 { node.resources.mem_mb } else { want_mem };
+        seen.insert(&a.node)
+            && node.accepts_work()
+            && part.has_node(&node.name)
+            && a.cpus >= want_cpus
+            && a.mem_mb >= want_mem
+            && a.cpus <= node.free_cpus()
+            && a.mem_mb <= node.free_mem_mb()
+            && a.gpus.len() == spec.gpus_per_node as usize
+            && a.gpus.iter().all(|g| node.free_gpus().contains(g))
+            && gpu_type_ok(node, &a.gpus, spec.gpu_type.as_deref())
+    })
+}
+
+fn gpu_type_ok(node: &Node, gpus: &[u32], ty: Option<&str>) -> bool {
+    let Some(ty) = ty else { return true };
+    gpus.iter().all(|i| {
+        node.resources
+            .gpus
+            .iter()
+            .any(|g: &GpuInfo| g.index == *i && g.model.eq_ignore_ascii_case(ty))
+    })
+}
+
+fn apply_plan(state: &mut ClusterState, plan: Plan, now: u64) -> Applied {
+    let mut started = vec![];
+    for p in plan.starts {
+        let Some(job) = state.jobs.get(&p.job) else { continue };
+        if job.state != JobState::Pending
+            || blocking_reason(state, job, now).is_some()
+            || !placement_fits(state, job, &p.alloc)
+        {
+            continue;
+        }
+        for a in &p.alloc {
+            let node = state.nodes.get_mut(&a.node).expect("checked by placement_fits");
+            node.alloc_cpus += a.cpus;
+            node.alloc_mem_mb += a.mem_mb;
+            node.alloc_gpus.extend(&a.gpus);
+        }
+        let job = state.jobs.get_mut(&p.job).expect("checked above");
+        job.state = JobState::Running;
+        job.reason = PendingReason::None;
+        job.start_time = Some(now);
+        job.eligible_time.get_or_insert(now);
+        job.alloc = p.alloc;
+        state.pending.remove(&p.job);
+        state.active.insert(p.job);
+        started.push(p.job);
+    }
+    for (id, reason) in plan.reasons {
+        if let Some(job) = state.jobs.get_mut(&id) {
+            if job.state == JobState::Pending && job.hold.is_none() {
+                job.reason = reason;
+                if matches!(reason, PendingReason::Priority | PendingReason::Resources) {
+                    job.eligible_time.get_or_insert(now);
+                }
+            }
+        }
+    }
+    Applied::Started(started)
+}
+
+fn job_ended(state: &mut ClusterState, r: JobReport, now: u64) -> Result<Applied, Rejected> {
+    let job = state.jobs.get(&r.job).ok_or(Rejected::UnknownJob(r.job))?;
+    let batch_node = job.alloc.first().map(|a| a.node.as_str());
+    if !matches!(job.state, JobState::Running | JobState::Completing)
+        || batch_node != Some(r.node.as_str())
+        || job.restarts != r.attempt
+    {
+        return Err(Rejected::StaleReport { job: r.job, node: r.node });
+    }
+    let new_state = match (job.stopping, r.cause) {
+        (Some(StopCause::Requeue), _) => {
+            requeue_one(state, r.job, now);
+            return Ok(Applied::Changed(vec![r.job]));
+        }
+        (Some(StopCause::Cancelled), _) => JobState::Cancelled,
+        (Some(StopCause::TimeLimit), _) | (_, EndCause::TimeLimit) => JobState::Timeout,
+        (_, EndCause::OutOfMemory) => JobState::OutOfMemory,
+        (_, EndCause::LaunchFailed) => JobState::Failed,
+        _ if r.exit == ExitStatus::default() => JobState::Completed,
+        _ => JobState::Failed,
+    };
+    let job = state.jobs.get_mut(&r.job).expect("checked above");
+    job.usage = r.usage;
+    job.outputs = r.outputs;
+    finish(state, r.job, new_state, r.exit, now);
+    Ok(Applied::Changed(vec![r.job]))
+}
+
+/// Moves a job to a terminal state and gives back what it held.
+fn finish(state: &mut ClusterState, id: JobId, to: JobState, exit: ExitStatus, now: u64) {
+    release_alloc(state, id);
+    let job = state.jobs.get_mut(&id).expect("caller checked");
+    job.state = to;
+    job.exit = exit;
+    job.end_time = Some(now);
+    job.stopping = None;
+    job.reason = match to {
+        JobState::Timeout => PendingReason::TimeLimit,
+        JobState::OutOfMemory => PendingReason::OutOfMemory,
+        JobState::Failed if exit.signal != 0 => PendingReason::RaisedSignal,
+        JobState::Failed => PendingReason::NonZeroExitCode,
+        JobState::NodeFail => PendingReason::NodeDown,
+        _ => PendingReason::None,
+    };
+    state.pending.remove(&id);
+    state.active.remove(&id);
+}
+
+fn release_alloc(state: &mut ClusterState, id: JobId) {
+    let job = state.jobs.get(&id).expect("caller checked");
+    if !state.active.contains(&id) {
+        return;
+    }
+    for a in &job.alloc {
+        if let Some(node) = state.nodes.get_mut(&a.node) {
+            node.alloc_cpus = node.alloc_cpus.saturating_sub(a.cpus);
+            node.alloc_mem_mb = node.alloc_mem_mb.saturating_sub(a.mem_mb);
+            node.alloc_gpus.retain(|g| !a.gpus.contains(g));
+        }
+    }
+}
+
+fn requeue_one(state: &mut ClusterState, id: JobId, now: u64) {
+    release_alloc(state, id);
+    state.active.remove(&id);
+    state.pending.insert(id);
+    let job = state.jobs.get_mut(&id).expect("caller checked");
+    job.state = JobState::Pending;
+    job.reason = PendingReason::None;
+    job.stopping = None;
+    job.restarts += 1;
+    job.start_time = None;
+    job.end_time = None;
+    job.alloc.clear();
+    // Slurm holds a requeued batch job's eligibility until it is submitted again.
+    job.eligible_time = Some(now);
+}
+
+fn known(state: &ClusterState, jobs: &[JobId]) -> Result<(), Rejected> {
+    match jobs.iter().find(|id| !state.jobs.contains_key(id)) {
+        Some(id) => Err(Rejected::UnknownJob(*id)),
+        None => Ok(()),
+    }
+}
+
+fn cancel(
+    state: &mut ClusterState,
+    jobs: &[JobId],
+    uid: u32,
+    now: u64,
+) -> Result<Applied, Rejected> {
+    known(state, jobs)?;
+    if uid != 0 && jobs.iter().any(|id| state.jobs[id].spec.uid != uid) {
+        return Err(Rejected::NotPermitted);
+    }
+    let mut changed = vec![];
+    for &id in jobs {
+        match state.jobs[&id].state {
+            JobState::Pending => {
+                finish(state, id, JobState::Cancelled, ExitStatus::default(), now);
+                changed.push(id);
+            }
+            JobState::Running | JobState::Completing => {
+                let job = state.jobs.get_mut(&id).expect("known");
+                if job.stopping != Some(StopCause::Cancelled) {
+                    // Slurm shows COMPLETING while the job gets SIGTERM and its KillWait.
+                    job.state = JobState::Completing;
+                    job.stopping = Some(StopCause::Cancelled);
+                    changed.push(id);
+                }
+            }
+            _ => {}
+        }
+    }
+    if changed.is_empty() && jobs.len() == 1 {
+        return Err(Rejected::AlreadyDone(jobs[0]));
+    }
+    Ok(Applied::Changed(changed))
+}
+
+fn hold(state: &mut ClusterState, jobs: &[JobId], admin: bool) -> Result<Applied, Rejected> {
+    known(state, jobs)?;
+    if let Some(id) = jobs.iter().find(|id| state.jobs[id].state != JobState::Pending) {
+        return Err(Rejected::NotPending(*id));
+    }
+    for id in jobs {
+        let job = state.jobs.get_mut(id).expect("known");
+        job.hold = Some(if admin { Hold::Admin } else { Hold::User });
+        job.reason = if admin { PendingReason::JobHeldAdmin } else { PendingReason::JobHeldUser };
+        job.priority = 0;
+    }
+    Ok(Applied::Changed(jobs.to_vec()))
+}
+
+fn release(state: &mut ClusterState, jobs: &[JobId], _now: u64) -> Result<Applied, Rejected> {
+    known(state, jobs)?;
+    let mut changed = vec![];
+    for id in jobs {
+        let submitted = state.submitted;
+        let job = state.jobs.get_mut(id).expect("known");
+        if job.hold.take().is_some() {
+            job.reason = PendingReason::None;
+            job.priority = basic_priority(submitted);
+            changed.push(*id);
+        }
+    }
+    Ok(Applied::Changed(changed))
+}
+
+fn requeue(state: &mut ClusterState, jobs: &[JobId], now: u64) -> Result<Applied, Rejected> {
+    known(state, jobs)?;
+    let mut changed = vec![];
+    for &id in jobs {
+        match state.jobs[&id].state {
+            JobState::Running => {
+                state.jobs.get_mut(&id).expect("known").stopping = Some(StopCause::Requeue);
+            }
+            s if s.is_terminal() => {
+                // Slurm requeues finished batch jobs too: back to pending with a restart.
+                state.pending.insert(id);
+                let job = state.jobs.get_mut(&id).expect("known");
+                job.state = JobState::Pending;
+                job.reason = PendingReason::None;
+                job.restarts += 1;
+                job.start_time = None;
+                job.end_time = None;
+                job.alloc.clear();
+                job.exit = ExitStatus::default();
+                job.eligible_time = Some(now);
+            }
+            _ => return Err(Rejected::NotPending(id)),
+        }
+        changed.push(id);
+    }
+    Ok(Applied::Changed(changed))
+}
+
+fn update(state: &mut ClusterState, jobs: &[JobId], u: &JobUpdate) -> Result<Applied, Rejected> {
+    known(state, jobs)?;
+    if let Some(p) = &u.partition {
+        if state.config.partition(p).is_none() {
+            return Err(Rejected::UnknownPartition(p.clone()));
+        }
+    }
+    let pending_only = u.partition.is_some() || u.ntasks.is_some() || u.cpus_per_task.is_some();
+    if pending_only {
+        if let Some(id) = jobs.iter().find(|id| state.jobs[id].state != JobState::Pending) {
+            return Err(Rejected::NotPending(*id));
+        }
+    }
+    for id in jobs {
+        let job = state.jobs.get_mut(id).expect("known");
+        if let Some(t) = u.time_limit {
+            job.time_limit_min = match t {
+                TimeLimit::Minutes(m) => Some(m),
+                TimeLimit::Unlimited => None,
+            };
+        }
+        if let Some(p) = &u.partition {
+            job.partition = p.clone();
+        }
+        if let Some(pr) = u.priority {
+            job.priority = pr;
+        }
+        let needs_spec = u.name.is_some()
+            || u.comment.is_some()
+            || u.nice.is_some()
+            || u.begin.is_some()
+            || u.ntasks.is_some()
+            || u.cpus_per_task.is_some();
+        if needs_spec {
+            let spec = Arc::make_mut(&mut job.spec);
+            if let Some(n) = &u.name {
+                spec.name = n.clone();
+            }
+            if let Some(c) = &u.comment {
+                spec.comment = Some(c.clone());
+            }
+            if let Some(n) = u.nice {
+                spec.nice = n;
+            }
+            if let Some(b) = u.begin {
+                spec.begin = Some(b);
+            }
+            if let Some(n) = u.ntasks {
+                spec.ntasks = Some(n);
+            }
+            if let Some(c) = u.cpus_per_task {
+                spec.cpus_per_task = Some(c);
+            }
+        }
+    }
+    Ok(Applied::Changed(jobs.to_vec()))
+}
+
+fn node_down(
+    state: &mut ClusterState,
+    name: &str,
+    reason: String,
+    now: u64,
+) -> Result<Applied, Rejected> {
+    let node = state.nodes.get_mut(name).ok_or_else(|| Rejected::UnknownNode(name.into()))?;
+    node.state = NodeState::Down;
+    node.reason = Some(reason);
+    let lost: Vec<JobId> = state
+        .active
+        .iter()
+        .copied()
+        .filter(|id| state.jobs[id].alloc.iter().any(|a| a.node == name))
+        .collect();
+    for id in &lost {
+        finish(state, *id, JobState::NodeFail, ExitStatus::default(), now);
+    }
+    Ok(Applied::Changed(lost))
+}

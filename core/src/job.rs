@@ -1,0 +1,342 @@
+//! Jobs: what a user asked for ([`JobSpec`]) and what became of it ([`Job`]).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::slurm::array::ArraySpec;
+use crate::slurm::dependency::Dependency;
+use crate::slurm::sbatch::OpenMode;
+use crate::slurm::time::TimeLimit;
+
+/// Slurm job ids are 32-bit; ids are never reused.
+pub type JobId = u32;
+
+/// Everything a submission fixes about a job, validated at the boundary (ctld's client
+/// service) before it enters the log. Array tasks share one `Arc<JobSpec>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobSpec {
+    pub name: String,
+    pub user: String,
+    pub uid: u32,
+    pub gid: u32,
+    /// Partition asked for; `None` means the default partition (resolved at submit).
+    pub partition: Option<String>,
+    /// The batch script's text, `#!` line included.
+    pub script: String,
+    /// Arguments after the script path on sbatch's command line.
+    pub script_args: Vec<String>,
+    /// Absolute working directory (`-D`, default the submit directory).
+    pub work_dir: String,
+    pub submit_dir: String,
+    pub submit_host: String,
+    /// The environment the job starts with, already filtered by `--export`.
+    pub env: Vec<(String, String)>,
+    /// Whether `--export` was given (Slurm sets `SLURM_EXPORT_ENV` then).
+    pub export_env: Option<String>,
+    pub ntasks: Option<u32>,
+    pub cpus_per_task: Option<u32>,
+    pub ntasks_per_node: Option<u32>,
+    pub nodes: Option<u32>,
+    pub mem: Option<MemRequest>,
+    /// GPUs per node (`--gres=gpu:N`, `--gpus-per-node`, `--gpus` on one node).
+    pub gpus_per_node: u32,
+    pub gpu_type: Option<String>,
+    /// `None`: the partition's default time.
+    pub time_limit: Option<TimeLimit>,
+    pub stdout: Option<String>,
+    pub stderr: Option<String>,
+    pub open_mode: OpenMode,
+    pub array: Option<ArraySpec>,
+    pub dependency: Option<Dependency>,
+    pub hold: bool,
+    /// Earliest start, seconds since the epoch (`--begin`).
+    pub begin: Option<u64>,
+    pub comment: Option<String>,
+    pub requeue: bool,
+    pub nice: i32,
+    /// Accepted and shown, not acted on yet (`--account`, `--qos`, `--mail-type`, ...).
+    pub other: BTreeMap<String, String>,
+}
+
+impl JobSpec {
+    /// Total tasks: `-n`, else one per node.
+    pub fn num_tasks(&self) -> u32 {
+        self.ntasks.unwrap_or_else(|| self.num_nodes() * self.ntasks_per_node.unwrap_or(1)).max(1)
+    }
+
+    pub fn num_nodes(&self) -> u32 {
+        self.nodes.unwrap_or(1).max(1)
+    }
+
+    pub fn cpus_per_task(&self) -> u32 {
+        self.cpus_per_task.unwrap_or(1).max(1)
+    }
+
+    pub fn num_cpus(&self) -> u32 {
+        self.num_tasks() * self.cpus_per_task()
+    }
+
+    /// Tasks on the `i`-th of `n` nodes: spread as evenly as Slurm's block distribution does.
+    pub fn tasks_on_node(&self, i: u32) -> u32 {
+        let (tasks, nodes) = (self.num_tasks(), self.num_nodes());
+        tasks / nodes + u32::from(i < tasks % nodes)
+    }
+
+    /// Memory in MB a node must hold for this job, given the CPUs it gets there.
+    pub fn mem_on_node(&self, cpus_on_node: u32, def_mem_per_cpu: u64) -> u64 {
+        match self.mem {
+            Some(MemRequest::PerNode(mb)) => mb,
+            Some(MemRequest::PerCpu(mb)) => mb * u64::from(cpus_on_node),
+            None => def_mem_per_cpu * u64::from(cpus_on_node),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MemRequest {
+    /// `--mem`, MB per node. `--mem=0` means all of the node's memory.
+    PerNode(u64),
+    /// `--mem-per-cpu`, MB per allocated CPU.
+    PerCpu(u64),
+}
+
+/// Slurm's job states, printed with Slurm's names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum JobState {
+    Pending,
+    Running,
+    Completing,
+    Completed,
+    Failed,
+    Cancelled,
+    Timeout,
+    OutOfMemory,
+    NodeFail,
+}
+
+impl JobState {
+    pub const ALL: [JobState; 9] = [
+        JobState::Pending,
+        JobState::Running,
+        JobState::Completing,
+        JobState::Completed,
+        JobState::Failed,
+        JobState::Cancelled,
+        JobState::Timeout,
+        JobState::OutOfMemory,
+        JobState::NodeFail,
+    ];
+
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, JobState::Pending | JobState::Running | JobState::Completing)
+    }
+
+    /// The long name (`squeue -o %T`, `scontrol`, `sacct`).
+    pub fn name(self) -> &'static str {
+        match self {
+            JobState::Pending => "PENDING",
+            JobState::Running => "RUNNING",
+            JobState::Completing => "COMPLETING",
+            JobState::Completed => "COMPLETED",
+            JobState::Failed => "FAILED",
+            JobState::Cancelled => "CANCELLED",
+            JobState::Timeout => "TIMEOUT",
+            JobState::OutOfMemory => "OUT_OF_MEMORY",
+            JobState::NodeFail => "NODE_FAIL",
+        }
+    }
+
+    /// The compact name (`squeue -o %t`, the default ST column).
+    pub fn short_name(self) -> &'static str {
+        match self {
+            JobState::Pending => "PD",
+            JobState::Running => "R",
+            JobState::Completing => "CG",
+            JobState::Completed => "CD",
+            JobState::Failed => "F",
+            JobState::Cancelled => "CA",
+            JobState::Timeout => "TO",
+            JobState::OutOfMemory => "OOM",
+            JobState::NodeFail => "NF",
+        }
+    }
+
+    /// Accepts what `squeue -t` and `sacct -s` accept: long or compact names, any case.
+    pub fn parse(s: &str) -> Option<JobState> {
+        let up = s.to_ascii_uppercase();
+        JobState::ALL.into_iter().find(|st| st.name() == up || st.short_name() == up)
+    }
+}
+
+impl fmt::Display for JobState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Why a job is pending (or why it ended, for a few). A closed set that prints Slurm's strings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum PendingReason {
+    None,
+    Priority,
+    Resources,
+    Dependency,
+    DependencyNeverSatisfied,
+    JobHeldUser,
+    JobHeldAdmin,
+    BeginTime,
+    JobArrayTaskLimit,
+    PartitionTimeLimit,
+    PartitionDown,
+    NodeDown,
+    TimeLimit,
+    OutOfMemory,
+    NonZeroExitCode,
+    RaisedSignal,
+}
+
+impl PendingReason {
+    pub fn name(self) -> &'static str {
+        match self {
+            PendingReason::None => "None",
+            PendingReason::Priority => "Priority",
+            PendingReason::Resources => "Resources",
+            PendingReason::Dependency => "Dependency",
+            PendingReason::DependencyNeverSatisfied => "DependencyNeverSatisfied",
+            PendingReason::JobHeldUser => "JobHeldUser",
+            PendingReason::JobHeldAdmin => "JobHeldAdmin",
+            PendingReason::BeginTime => "BeginTime",
+            PendingReason::JobArrayTaskLimit => "JobArrayTaskLimit",
+            PendingReason::PartitionTimeLimit => "PartitionTimeLimit",
+            PendingReason::PartitionDown => "PartitionDown",
+            PendingReason::NodeDown => "NodeDown",
+            PendingReason::TimeLimit => "TimeLimit",
+            PendingReason::OutOfMemory => "OutOfMemory",
+            PendingReason::NonZeroExitCode => "NonZeroExitCode",
+            PendingReason::RaisedSignal => "RaisedSignal",
+        }
+    }
+}
+
+impl fmt::Display for PendingReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// How a job's batch script ended, as Slurm's `ExitCode=code:signal`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitStatus {
+    pub code: i32,
+    pub signal: i32,
+}
+
+impl fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.code, self.signal)
+    }
+}
+
+/// Who holds a pending job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Hold {
+    User,
+    Admin,
+}
+
+/// Resources a job holds on one node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeAlloc {
+    pub node: String,
+    pub cpus: u32,
+    pub mem_mb: u64,
+    /// Indices of the node's GPUs given to the job.
+    pub gpus: Vec<u32>,
+}
+
+/// Resource use measured by the node (`sacct`'s MaxRSS, TotalCPU).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub max_rss_kb: u64,
+    pub user_cpu_ms: u64,
+    pub sys_cpu_ms: u64,
+}
+
+/// One output file of a finished job, as kept by the controller (the bytes live outside the
+/// state; see `ctld`'s output store).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputFile {
+    /// The absolute path Slurm's naming rules give, on the submit side.
+    pub path: String,
+    pub len: u64,
+    pub append: bool,
+}
+
+/// A job (or one task of an array) and everything that happened to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Job {
+    pub id: JobId,
+    /// `(array job id, task index)` for array tasks.
+    pub array: Option<(JobId, u32)>,
+    pub spec: Arc<JobSpec>,
+    pub partition: String,
+    pub state: JobState,
+    pub reason: PendingReason,
+    pub hold: Option<Hold>,
+    pub priority: u32,
+    /// Time limit in minutes after the partition's default; `None` is UNLIMITED.
+    pub time_limit_min: Option<u32>,
+    pub submit_time: u64,
+    pub eligible_time: Option<u64>,
+    pub start_time: Option<u64>,
+    pub end_time: Option<u64>,
+    pub alloc: Vec<NodeAlloc>,
+    pub exit: ExitStatus,
+    /// Set when the job has been asked to stop (scancel, time limit) but has not ended.
+    pub stopping: Option<StopCause>,
+    pub restarts: u32,
+    pub usage: Usage,
+    pub outputs: Vec<OutputFile>,
+}
+
+/// Why a running job is being stopped: decides its terminal state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StopCause {
+    Cancelled,
+    TimeLimit,
+    Requeue,
+}
+
+impl Job {
+    pub fn is_array_task(&self) -> bool {
+        self.array.is_some()
+    }
+
+    /// The id users see: `123` or `123_4`.
+    pub fn display_id(&self) -> String {
+        match self.array {
+            Some((a, t)) => format!("{a}_{t}"),
+            None => self.id.to_string(),
+        }
+    }
+
+    pub fn num_cpus(&self) -> u32 {
+        if self.alloc.is_empty() {
+            self.spec.num_cpus()
+        } else {
+            self.alloc.iter().map(|a| a.cpus).sum()
+        }
+    }
+
+    pub fn node_names(&self) -> Vec<String> {
+        self.alloc.iter().map(|a| a.node.clone()).collect()
+    }
+
+    /// The moment a running job passes its time limit.
+    pub fn deadline(&self) -> Option<u64> {
+        Some(self.start_time? + u64::from(self.time_limit_min?) * 60)
+    }
+}

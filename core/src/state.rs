@@ -1,0 +1,216 @@
+//! The replicated state: every job, every node, the cluster's configuration.
+//!
+//! Only [`crate::fsm::apply`] mutates it. Indices (`pending`, `active`) are kept in step by
+//! the same code that changes a job's state, so a scheduler pass costs O(pending), not
+//! O(every job ever run).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::job::{Job, JobId, JobState};
+use crate::node::Node;
+use crate::slurm::dependency::{DepKind, Dependency, JobRef};
+
+/// A partition, as `PartitionName=` lines in slurm.conf describe one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Partition {
+    pub name: String,
+    /// Node names; `None` means every node (`Nodes=ALL`).
+    pub nodes: Option<Vec<String>>,
+    pub default: bool,
+    /// Minutes; `None` is UNLIMITED.
+    pub max_time_min: Option<u32>,
+    /// Minutes; `None` means `max_time_min`.
+    pub default_time_min: Option<u32>,
+    pub up: bool,
+}
+
+impl Partition {
+    pub fn has_node(&self, node: &str) -> bool {
+        self.nodes.as_ref().is_none_or(|n| n.iter().any(|x| x == node))
+    }
+}
+
+/// The cluster-wide settings that decide scheduling; fixed when the cluster is created.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterConfig {
+    pub cluster_name: String,
+    pub partitions: Vec<Partition>,
+    /// MB of memory per CPU when a job asks for none (`DefMemPerCPU`).
+    pub def_mem_per_cpu: u64,
+    /// Seconds between SIGTERM and SIGKILL (`KillWait`).
+    pub kill_wait_secs: u32,
+    /// Largest array index + 1 (`MaxArraySize`).
+    pub max_array_size: u32,
+    pub first_job_id: JobId,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            cluster_name: "chorus".into(),
+            partitions: vec![Partition {
+                name: "debug".into(),
+                nodes: None,
+                default: true,
+                max_time_min: None,
+                default_time_min: None,
+                up: true,
+            }],
+            def_mem_per_cpu: 256,
+            kill_wait_secs: 30,
+            max_array_size: 100_001,
+            first_job_id: 1,
+        }
+    }
+}
+
+impl ClusterConfig {
+    pub fn default_partition(&self) -> Option<&Partition> {
+        self.partitions.iter().find(|p| p.default).or(self.partitions.first())
+    }
+
+    pub fn partition(&self, name: &str) -> Option<&Partition> {
+        self.partitions.iter().find(|p| p.name == name)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterState {
+    pub config: ClusterConfig,
+    pub next_job_id: JobId,
+    pub jobs: BTreeMap<JobId, Job>,
+    pub nodes: BTreeMap<String, Node>,
+    /// Pending jobs, for the scheduler.
+    pub pending: BTreeSet<JobId>,
+    /// Running or completing jobs.
+    pub active: BTreeSet<JobId>,
+    /// Array job id → its task job ids, in task order.
+    pub arrays: BTreeMap<JobId, Vec<JobId>>,
+    /// Jobs submitted so far (decides priority/basic's decreasing priorities).
+    pub submitted: u64,
+    /// The time stamped into the last applied command.
+    pub now: u64,
+}
+
+/// Whether a job's dependency lets it start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DepStatus {
+    Satisfied,
+    Waiting,
+    Never,
+}
+
+impl ClusterState {
+    pub fn new(config: ClusterConfig) -> Self {
+        Self {
+            next_job_id: config.first_job_id,
+            config,
+            jobs: BTreeMap::new(),
+            nodes: BTreeMap::new(),
+            pending: BTreeSet::new(),
+            active: BTreeSet::new(),
+            arrays: BTreeMap::new(),
+            submitted: 0,
+            now: 0,
+        }
+    }
+
+    pub fn job(&self, id: JobId) -> Option<&Job> {
+        self.jobs.get(&id)
+    }
+
+    /// The jobs a reference names: a plain job, one array task (`12_3`), or every task of an
+    /// array (`12`, when 12 is an array job id).
+    pub fn resolve(&self, r: &JobRef) -> Vec<JobId> {
+        match (r.task, self.arrays.get(&r.job_id)) {
+            (Some(t), Some(tasks)) => tasks
+                .iter()
+                .copied()
+                .filter(|id| self.jobs[id].array == Some((r.job_id, t)))
+                .collect(),
+            (None, Some(tasks)) => tasks.clone(),
+            (Some(_), None) => vec![],
+            (None, None) => self.jobs.get(&r.job_id).map(|j| vec![j.id]).unwrap_or_default(),
+        }
+    }
+
+    /// Evaluates a job's `--dependency` against the current state.
+    pub fn dependency_status(&self, job: &Job) -> DepStatus {
+        let Some(dep) = &job.spec.dependency else { return DepStatus::Satisfied };
+        self.eval_dependency(job, dep)
+    }
+
+    fn eval_dependency(&self, job: &Job, dep: &Dependency) -> DepStatus {
+        let statuses = dep.conditions.iter().map(|c| {
+            if c.kind == DepKind::Singleton {
+                return self.singleton_status(job);
+            }
+            let mut all = DepStatus::Satisfied;
+            for r in &c.jobs {
+                for id in self.resolve(r) {
+                    match self.condition_on(c.kind, &self.jobs[&id]) {
+                        DepStatus::Never => return DepStatus::Never,
+                        DepStatus::Waiting => all = DepStatus::Waiting,
+                        DepStatus::Satisfied => {}
+                    }
+                }
+            }
+            all
+        });
+        let statuses: Vec<DepStatus> = statuses.collect();
+        if dep.any {
+            if statuses.contains(&DepStatus::Satisfied) {
+                DepStatus::Satisfied
+            } else if statuses.iter().all(|s| *s == DepStatus::Never) {
+                DepStatus::Never
+            } else {
+                DepStatus::Waiting
+            }
+        } else if statuses.contains(&DepStatus::Never) {
+            DepStatus::Never
+        } else if statuses.iter().all(|s| *s == DepStatus::Satisfied) {
+            DepStatus::Satisfied
+        } else {
+            DepStatus::Waiting
+        }
+    }
+
+    fn condition_on(&self, kind: DepKind, other: &Job) -> DepStatus {
+        let ok = other.state == JobState::Completed;
+        match kind {
+            DepKind::After if other.state != JobState::Pending => DepStatus::Satisfied,
+            DepKind::AfterAny | DepKind::AfterOk | DepKind::AfterNotOk
+                if !other.state.is_terminal() =>
+            {
+                DepStatus::Waiting
+            }
+            DepKind::AfterAny => DepStatus::Satisfied,
+            DepKind::AfterOk if ok => DepStatus::Satisfied,
+            DepKind::AfterNotOk if !ok => DepStatus::Satisfied,
+            DepKind::AfterOk | DepKind::AfterNotOk => DepStatus::Never,
+            _ => DepStatus::Waiting,
+        }
+    }
+
+    /// `singleton`: no earlier job of the same name and user may be pending or running.
+    fn singleton_status(&self, job: &Job) -> DepStatus {
+        let blocked = self.pending.iter().chain(self.active.iter()).any(|id| {
+            let o = &self.jobs[id];
+            o.id < job.id
+                && o.spec.name == job.spec.name
+                && o.spec.user == job.spec.user
+                && o.array.map(|a| a.0) != job.array.map(|a| a.0).or(Some(job.id))
+        });
+        if blocked { DepStatus::Waiting } else { DepStatus::Satisfied }
+    }
+
+    /// Running tasks of an array (for the `%` throttle).
+    pub fn running_tasks(&self, array_job: JobId) -> usize {
+        self.arrays
+            .get(&array_job)
+            .map(|t| t.iter().filter(|id| self.active.contains(id)).count())
+            .unwrap_or(0)
+    }
+}

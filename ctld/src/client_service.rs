@@ -1,0 +1,310 @@
+//! The client API: sbatch, squeue, scancel, scontrol, sacct, sinfo, chorus.
+//!
+//! Every request is converted at the boundary (`TryFrom`), checked by the submit validator
+//! chain, and proposed; the reply waits for the command to be applied.
+
+use std::sync::Arc;
+
+use chorus_core::fsm::{Applied, Command, JobUpdate};
+use chorus_core::job::{JobId, JobSpec};
+use chorus_core::node::NodeState;
+use chorus_core::plugin::{Scheduler, SubmitValidator};
+use chorus_core::slurm::time::parse_time_limit;
+use chorus_proto::client::{self as pb, client_server::Client, control_request::Action};
+use chorus_proto::{WireError, encode_bincode};
+use tonic::{Request, Response, Status};
+
+use crate::nodes::NodeHub;
+use crate::replica::{ProposeError, ReplicaHandle};
+use crate::storage::SledStorage;
+
+pub struct ClientService {
+    pub replica: ReplicaHandle,
+    pub validators: Vec<Box<dyn SubmitValidator>>,
+    pub scheduler: Arc<dyn Scheduler>,
+    pub store: SledStorage,
+    pub hub: Arc<NodeHub>,
+    pub addr: String,
+    pub clock: fn() -> u64,
+}
+
+pub fn status_of(e: ProposeError) -> Status {
+    match e {
+        ProposeError::Rejected(r) => Status::failed_precondition(r.to_string()),
+        ProposeError::NotLeader => Status::unavailable(e.to_string()),
+        ProposeError::Busy => Status::resource_exhausted(e.to_string()),
+        ProposeError::Stopped | ProposeError::Storage(_) => Status::unavailable(e.to_string()),
+    }
+}
+
+fn wire(e: WireError) -> Status {
+    Status::invalid_argument(e.why)
+}
+
+#[tonic::async_trait]
+impl Client for ClientService {
+    async fn submit(
+        &self,
+        req: Request<pb::SubmitRequest>,
+    ) -> Result<Response<pb::SubmitReply>, Status> {
+        let req = req.into_inner();
+        let spec: JobSpec = req
+            .spec
+            .ok_or_else(|| Status::invalid_argument("missing spec"))?
+            .try_into()
+            .map_err(wire)?;
+        let now = (self.clock)();
+        self.replica.read(|st| {
+            for v in &self.validators {
+                v.check(st, &spec).map_err(|r| Status::failed_precondition(r.0))?;
+            }
+            chorus_core::fsm::check_submit(st, &spec)
+                .map_err(|r| Status::failed_precondition(r.to_string()))?;
+            Ok::<_, Status>(())
+        })?;
+        if req.test_only {
+            let t = self.replica.read(|st| test_only(st, &*self.scheduler, spec, now))?;
+            return Ok(Response::new(pb::SubmitReply { job_id: 0, test_only: Some(t) }));
+        }
+        let applied = self
+            .replica
+            .propose(Command::Submit { spec: Box::new(spec), now }, vec![])
+            .await
+            .map_err(status_of)?;
+        match applied {
+            Applied::Submitted(ids) => {
+                Ok(Response::new(pb::SubmitReply { job_id: ids[0], test_only: None }))
+            }
+            other => Err(Status::internal(format!("unexpected result {other:?}"))),
+        }
+    }
+
+    async fn jobs(&self, req: Request<pb::JobsRequest>) -> Result<Response<pb::JobsReply>, Status> {
+        let req = req.into_inner();
+        let (jobs, now) = self.replica.read(|st| {
+            let jobs: Vec<_> = if req.job_ids.is_empty() {
+                st.jobs
+                    .values()
+                    .filter(|j| req.include_finished || !j.state.is_terminal())
+                    .cloned()
+                    .collect()
+            } else {
+                let mut out = vec![];
+                for id in &req.job_ids {
+                    // An array id names every task of the array.
+                    match st.arrays.get(id) {
+                        Some(tasks) => out.extend(tasks.iter().map(|t| st.jobs[t].clone())),
+                        None => out.extend(st.jobs.get(id).cloned()),
+                    }
+                }
+                out
+            };
+            (jobs, st.now)
+        });
+        let now = now.max((self.clock)());
+        Ok(Response::new(pb::JobsReply { jobs: encode_bincode(&jobs), now }))
+    }
+
+    async fn nodes(
+        &self,
+        _req: Request<pb::NodesRequest>,
+    ) -> Result<Response<pb::NodesReply>, Status> {
+        let nodes = self.replica.read(|st| st.nodes.values().cloned().collect::<Vec<_>>());
+        Ok(Response::new(pb::NodesReply { nodes: encode_bincode(&nodes), now: (self.clock)() }))
+    }
+
+    async fn cluster(
+        &self,
+        _req: Request<pb::ClusterRequest>,
+    ) -> Result<Response<pb::ClusterReply>, Status> {
+        let config = self.replica.read(|st| st.config.clone());
+        let role = if self.replica.is_leader() { "leader" } else { "follower" };
+        Ok(Response::new(pb::ClusterReply {
+            config: encode_bincode(&config),
+            controller_addr: self.addr.clone(),
+            role: role.into(),
+            now: (self.clock)(),
+        }))
+    }
+
+    async fn cancel(
+        &self,
+        req: Request<pb::CancelRequest>,
+    ) -> Result<Response<pb::ActionReply>, Status> {
+        let req = req.into_inner();
+        let jobs = self.expand_ids(&req.job_ids)?;
+        if req.signal != 0 {
+            // A signal alone changes no state: it goes straight to the nodes running the jobs.
+            let targets = self.replica.read(|st| {
+                jobs.iter()
+                    .filter_map(|id| st.jobs.get(id))
+                    .filter(|j| req.uid == 0 || j.spec.uid == req.uid)
+                    .filter(|j| st.active.contains(&j.id))
+                    .filter_map(|j| Some((j.id, j.alloc.first()?.node.clone())))
+                    .collect::<Vec<_>>()
+            });
+            for (job, node) in &targets {
+                self.hub.signal(node, *job, req.signal);
+            }
+            return Ok(Response::new(pb::ActionReply {
+                changed: targets.iter().map(|t| t.0).collect(),
+            }));
+        }
+        let now = (self.clock)();
+        let applied = self
+            .replica
+            .propose(Command::Cancel { jobs, uid: req.uid, now }, vec![])
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(pb::ActionReply { changed: changed(applied) }))
+    }
+
+    async fn control(
+        &self,
+        req: Request<pb::ControlRequest>,
+    ) -> Result<Response<pb::ActionReply>, Status> {
+        let req = req.into_inner();
+        let now = (self.clock)();
+        let action =
+            Action::try_from(req.action).map_err(|_| Status::invalid_argument("unknown action"))?;
+        let cmd = match action {
+            Action::Drain | Action::Resume => {
+                let state = if action == Action::Drain { NodeState::Drain } else { NodeState::Up };
+                let reason = (action == Action::Drain).then(|| req.reason.clone());
+                Command::SetNodeState { node: req.node.clone(), state, reason, now }
+            }
+            _ => {
+                let jobs = self.expand_ids(&req.job_ids)?;
+                if req.uid != 0 {
+                    let foreign = self.replica.read(|st| {
+                        jobs.iter().any(|id| st.jobs.get(id).is_some_and(|j| j.spec.uid != req.uid))
+                    });
+                    if foreign {
+                        return Err(Status::permission_denied("Access/permission denied"));
+                    }
+                }
+                match action {
+                    Action::Hold => Command::Hold { jobs, admin: req.uid == 0, now },
+                    Action::Uhold => Command::Hold { jobs, admin: false, now },
+                    Action::Release => Command::Release { jobs, now },
+                    Action::Requeue => Command::Requeue { jobs, now },
+                    Action::Update => {
+                        Command::Update { jobs, update: parse_update(&req.fields)?, now }
+                    }
+                    Action::Drain | Action::Resume => unreachable!("handled above"),
+                }
+            }
+        };
+        let applied = self.replica.propose(cmd, vec![]).await.map_err(status_of)?;
+        Ok(Response::new(pb::ActionReply { changed: changed(applied) }))
+    }
+
+    async fn output(
+        &self,
+        req: Request<pb::OutputRequest>,
+    ) -> Result<Response<pb::OutputReply>, Status> {
+        let id = req.into_inner().job_id;
+        let job = self
+            .replica
+            .read(|st| st.jobs.get(&id).cloned())
+            .ok_or_else(|| Status::not_found("Invalid job id specified"))?;
+        if !job.state.is_terminal() {
+            return Err(Status::failed_precondition(format!("job {id} has not finished")));
+        }
+        let data = self.store.outputs(id).map_err(|e| Status::internal(e.to_string()))?;
+        let files = job
+            .outputs
+            .iter()
+            .zip(data)
+            .map(|(f, data)| pb::OutputFile { path: f.path.clone(), data, append: f.append })
+            .collect();
+        Ok(Response::new(pb::OutputReply { files }))
+    }
+}
+
+impl ClientService {
+    /// Array ids name every task; unknown ids are refused before anything is proposed.
+    fn expand_ids(&self, ids: &[u32]) -> Result<Vec<JobId>, Status> {
+        self.replica.read(|st| {
+            let mut out = vec![];
+            for id in ids {
+                match (st.arrays.get(id), st.jobs.contains_key(id)) {
+                    (Some(tasks), _) => out.extend(tasks),
+                    (None, true) => out.push(*id),
+                    (None, false) => return Err(Status::not_found("Invalid job id specified")),
+                }
+            }
+            Ok(out)
+        })
+    }
+}
+
+fn changed(a: Applied) -> Vec<u32> {
+    match a {
+        Applied::Changed(v) | Applied::Started(v) | Applied::Submitted(v) => v,
+        _ => vec![],
+    }
+}
+
+fn parse_update(fields: &[pb::KeyValue]) -> Result<JobUpdate, Status> {
+    let mut u = JobUpdate::default();
+    fn num<T: std::str::FromStr>(k: &str, v: &str) -> Result<T, Status> {
+        v.parse().map_err(|_| Status::invalid_argument(format!("Invalid {k} value: {v}")))
+    }
+    for f in fields {
+        let v = f.value.as_str();
+        match f.key.to_ascii_lowercase().as_str() {
+            "timelimit" => {
+                u.time_limit = Some(
+                    parse_time_limit(v)
+                        .map_err(|_| Status::invalid_argument("Invalid TimeLimit value"))?,
+                )
+            }
+            "jobname" | "name" => u.name = Some(v.into()),
+            "partition" => u.partition = Some(v.into()),
+            "comment" => u.comment = Some(v.into()),
+            "nice" => u.nice = Some(num("Nice", v)?),
+            "priority" => u.priority = Some(num("Priority", v)?),
+            "numtasks" | "ntasks" => u.ntasks = Some(num("NumTasks", v)?),
+            "cpuspertask" | "cpus/task" => u.cpus_per_task = Some(num("CPUsPerTask", v)?),
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "Update of this parameter is not supported: {other}"
+                )));
+            }
+        }
+    }
+    Ok(u)
+}
+
+/// `sbatch --test-only`: where and when the job would start if submitted now.
+fn test_only(
+    st: &chorus_core::ClusterState,
+    sched: &dyn Scheduler,
+    spec: JobSpec,
+    now: u64,
+) -> Result<pb::TestOnly, Status> {
+    let mut trial = st.clone();
+    let partition = chorus_core::fsm::check_submit(&trial, &spec)
+        .map_err(|r| Status::failed_precondition(r.to_string()))?;
+    let cpus = spec.num_cpus();
+    let ids =
+        match chorus_core::fsm::apply(&mut trial, Command::Submit { spec: Box::new(spec), now }) {
+            Ok(Applied::Submitted(ids)) => ids,
+            Ok(other) => return Err(Status::internal(format!("unexpected result {other:?}"))),
+            Err(r) => return Err(Status::failed_precondition(r.to_string())),
+        };
+    let plan = sched.plan(&trial, now);
+    let (start_time, nodes) = match plan.starts.iter().find(|p| p.job == ids[0]) {
+        Some(p) => {
+            let nodes: Vec<String> = p.alloc.iter().map(|a| a.node.clone()).collect();
+            (now, chorus_core::slurm::hostlist::compress(&nodes))
+        }
+        // The earliest a running job is due to end is a lower bound on the start.
+        None => (
+            st.active.iter().filter_map(|id| st.jobs[id].deadline()).min().unwrap_or(now),
+            String::new(),
+        ),
+    };
+    Ok(pb::TestOnly { job_id: ids[0], start_time, cpus, nodes, partition })
+}

@@ -1,0 +1,26 @@
+//! chorus-ctld: the controller.
+//!
+//! ```text
+//!            ┌──────────── ctld ─────────────────────────────────────────────┐
+//!  clients ─▶│ ClientService ─┐                                              │
+//!  nodes   ─▶│ NodeApi ───────┼─▶ ReplicaHandle ─▶ replica thread (raft-rs)  │
+//!            │ leader loops ──┘    (propose)        sled log ─▶ fsm::apply   │
+//!            │   scheduler: state ─▶ Plan ─▶ propose ApplyPlan               │
+//!            │   liveness:  silent nodes ─▶ propose NodeDown                 │
+//!            └───────────────────────────────────────────────────────────────┘
+//! ```
+
+pub mod client_service;
+pub mod leader;
+pub mod nodes;
+pub mod replica;
+pub mod server;
+pub mod storage;
+
+/// Seconds since the epoch: the only clock the controller reads; commands carry its value.
+pub fn wall_clock() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

@@ -1,0 +1,211 @@
+//! The node API and what the controller knows about nodes outside the replicated state:
+//! when each last spoke (heartbeats are not logged) and the one-shot signals waiting for it.
+//!
+//! ```text
+//!   noded ──Register──▶ propose RegisterNode ──▶ state.nodes
+//!   noded ──Heartbeat─▶ NodeHub.last_seen (memory only; the leader proposes NodeDown when it ages)
+//!   noded ◀─Assignments stream── desired set: running jobs of this node (+ stop flags, signals),
+//!                                re-sent whole whenever the applied index moves
+//!   noded ──Report────▶ propose JobEnded (+ output bytes as blobs)
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chorus_core::fsm::{Command, NodeRegistration};
+use chorus_core::job::JobId;
+use chorus_core::launch;
+use chorus_core::node::NodeState;
+use chorus_proto::WireError;
+use chorus_proto::node::{self as pn, node_service_server::NodeService};
+use tokio::sync::mpsc;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+use tracing::{info, warn};
+
+use crate::client_service::status_of;
+use crate::replica::ReplicaHandle;
+
+/// In-memory, per-controller knowledge about nodes.
+pub struct NodeHub {
+    last_seen: Mutex<HashMap<String, Instant>>,
+    signals: Mutex<HashMap<String, Vec<(JobId, i32)>>>,
+    wake: Mutex<HashMap<String, mpsc::Sender<()>>>,
+    /// When this controller started serving: a new leader gives every node this long
+    /// before it may be marked DOWN.
+    since: Instant,
+}
+
+impl NodeHub {
+    pub fn new() -> Self {
+        Self {
+            last_seen: Mutex::new(HashMap::new()),
+            signals: Mutex::new(HashMap::new()),
+            wake: Mutex::new(HashMap::new()),
+            since: Instant::now(),
+        }
+    }
+
+    pub fn seen(&self, node: &str) {
+        self.last_seen.lock().expect("lock").insert(node.to_owned(), Instant::now());
+    }
+
+    /// Queues a signal for a job on `node` and wakes its assignment stream.
+    pub fn signal(&self, node: &str, job: JobId, signal: i32) {
+        self.signals.lock().expect("lock").entry(node.to_owned()).or_default().push((job, signal));
+        if let Some(w) = self.wake.lock().expect("lock").get(node) {
+            let _ = w.try_send(());
+        }
+    }
+
+    fn take_signals(&self, node: &str) -> Vec<(JobId, i32)> {
+        self.signals.lock().expect("lock").remove(node).unwrap_or_default()
+    }
+
+    /// Nodes that are UP in `state` but silent for longer than `timeout` (counting from this
+    /// controller's start for nodes it has not heard from yet).
+    pub fn silent(&self, up: impl Iterator<Item = String>, timeout: Duration) -> Vec<String> {
+        let seen = self.last_seen.lock().expect("lock");
+        up.filter(|n| seen.get(n).copied().unwrap_or(self.since).elapsed() > timeout).collect()
+    }
+}
+
+impl Default for NodeHub {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+pub struct NodeApi {
+    pub replica: ReplicaHandle,
+    pub hub: Arc<NodeHub>,
+    pub clock: fn() -> u64,
+}
+
+fn wire(e: WireError) -> Status {
+    Status::invalid_argument(format!("{}: {}", e.field, e.why))
+}
+
+type AssignStream = Pin<Box<dyn Stream<Item = Result<pn::AssignmentSet, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl NodeService for NodeApi {
+    async fn register(
+        &self,
+        req: Request<pn::RegisterRequest>,
+    ) -> Result<Response<pn::RegisterReply>, Status> {
+        let reg: NodeRegistration = req.into_inner().try_into().map_err(wire)?;
+        let name = reg.name.clone();
+        let applied = self
+            .replica
+            .propose(Command::RegisterNode { reg: Box::new(reg), now: (self.clock)() }, vec![])
+            .await
+            .map_err(status_of)?;
+        info!(node = %name, ?applied, "node registered");
+        self.hub.seen(&name);
+        let (cluster_name, kill_wait_secs) =
+            self.replica.read(|st| (st.config.cluster_name.clone(), st.config.kill_wait_secs));
+        Ok(Response::new(pn::RegisterReply { cluster_name, kill_wait_secs }))
+    }
+
+    async fn heartbeat(
+        &self,
+        req: Request<pn::HeartbeatRequest>,
+    ) -> Result<Response<pn::HeartbeatReply>, Status> {
+        let name = req.into_inner().name;
+        let known =
+            self.replica.read(|st| st.nodes.get(&name).is_some_and(|n| n.state != NodeState::Down));
+        if known {
+            self.hub.seen(&name);
+        }
+        Ok(Response::new(pn::HeartbeatReply { known }))
+    }
+
+    type AssignmentsStream = AssignStream;
+
+    async fn assignments(
+        &self,
+        req: Request<pn::AssignmentsRequest>,
+    ) -> Result<Response<AssignStream>, Status> {
+        let name = req.into_inner().name;
+        if !self.replica.read(|st| st.nodes.contains_key(&name)) {
+            return Err(Status::failed_precondition("unknown node: register first"));
+        }
+        let (tx, rx) = mpsc::channel(16);
+        let (wake_tx, mut wake_rx) = mpsc::channel(16);
+        self.hub.wake.lock().expect("lock").insert(name.clone(), wake_tx);
+        let replica = self.replica.clone();
+        let hub = Arc::clone(&self.hub);
+        tokio::spawn(async move {
+            let mut applied = replica.applied();
+            let mut last: Option<pn::AssignmentSet> = None;
+            loop {
+                let set = replica.read(|st| desired(st, &name));
+                let signals = hub.take_signals(&name);
+                let changed = last.as_ref() != Some(&set);
+                if changed || !signals.is_empty() {
+                    let mut out = set.clone();
+                    out.signals = signals
+                        .into_iter()
+                        .map(|(job_id, signal)| pn::Signal { job_id, signal })
+                        .collect();
+                    if tx.send(Ok(out)).await.is_err() {
+                        break;
+                    }
+                    last = Some(set);
+                }
+                tokio::select! {
+                    r = applied.changed() => if r.is_err() { break },
+                    _ = wake_rx.recv() => {},
+                    _ = tx.closed() => break,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+
+    async fn report(
+        &self,
+        req: Request<pn::JobReport>,
+    ) -> Result<Response<pn::ReportReply>, Status> {
+        let (report, blobs): chorus_proto::ReportWithOutputs =
+            req.into_inner().try_into().map_err(wire)?;
+        self.hub.seen(&report.node);
+        let (job, node) = (report.job, report.node.clone());
+        match self
+            .replica
+            .propose(Command::JobEnded { report: Box::new(report), now: (self.clock)() }, blobs)
+            .await
+        {
+            Ok(_) => Ok(Response::new(pn::ReportReply {})),
+            // A stale or foreign report is refused for good: the node must not retry it.
+            Err(crate::replica::ProposeError::Rejected(r)) => {
+                warn!(job, node = %node, reason = %r, "report refused");
+                Ok(Response::new(pn::ReportReply {}))
+            }
+            Err(e) => Err(status_of(e)),
+        }
+    }
+}
+
+/// The node's desired state: its running batch jobs, in job order.
+fn desired(st: &chorus_core::ClusterState, node: &str) -> pn::AssignmentSet {
+    let mut assignments = BTreeMap::new();
+    for id in &st.active {
+        let job = &st.jobs[id];
+        if job.alloc.first().is_some_and(|a| a.node == node) {
+            let launch = launch::prepare(st, job);
+            assignments.insert(
+                *id,
+                pn::Assignment { launch: Some((&launch).into()), stop: job.stopping.is_some() },
+            );
+        }
+    }
+    pn::AssignmentSet {
+        assignments: assignments.into_values().collect(),
+        signals: vec![],
+        kill_wait_secs: st.config.kill_wait_secs,
+    }
+}

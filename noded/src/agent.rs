@@ -1,0 +1,315 @@
+//! The agent's connection to the controller: register, heartbeat, follow the assignment
+//! stream and reconcile it against what runs here, report every job that ends.
+//!
+//! Reconciliation is keyed by `(job, attempt)`: a launch seen again (re-sent after a
+//! reconnect or a failover) never starts a second process.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chorus_core::launch::LaunchSpec;
+use chorus_proto::MAX_MESSAGE_BYTES;
+use chorus_proto::node::{self as pn, node_service_client::NodeServiceClient};
+use nix::sys::signal::Signal;
+use tokio::sync::{mpsc, watch};
+use tonic::transport::Channel;
+use tracing::{info, warn};
+
+use crate::inventory::GpuInventory;
+use crate::runner::{self, Finished, ProcessGroup, RunnerConfig};
+
+pub struct AgentConfig {
+    pub name: String,
+    /// `http://host:port` of the controller.
+    pub controller: String,
+    pub cpus: u32,
+    pub mem_mb: u64,
+    pub gpus: Box<dyn GpuInventory>,
+    pub heartbeat: Duration,
+    pub runner: RunnerConfig,
+}
+
+type Key = (u32, u32);
+
+struct Running {
+    stop: watch::Sender<bool>,
+    pg: ProcessGroup,
+}
+
+#[derive(Default)]
+struct Jobs {
+    running: HashMap<Key, Running>,
+    /// Ended here, report not yet acknowledged or still listed by the controller.
+    finished: HashSet<Key>,
+}
+
+/// Local wall-clock time as Slurm prints it (`2026-11-22T21:35:18`).
+pub fn local_time(epoch: u64) -> String {
+    let t = epoch as libc::time_t;
+    // SAFETY: tm is plain data; localtime_r writes only into it.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    // SAFETY: valid pointers to locals.
+    unsafe { libc::localtime_r(&t, &mut tm) };
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+        tm.tm_year + 1900,
+        tm.tm_mon + 1,
+        tm.tm_mday,
+        tm.tm_hour,
+        tm.tm_min,
+        tm.tm_sec
+    )
+}
+
+async fn connect(addr: &str) -> NodeServiceClient<Channel> {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match Channel::from_shared(addr.to_owned()) {
+            Ok(ep) => match ep.connect_timeout(Duration::from_secs(3)).connect().await {
+                Ok(ch) => {
+                    return NodeServiceClient::new(ch)
+                        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+                }
+                Err(e) => warn!(controller = addr, error = %e, "controller unreachable, retrying"),
+            },
+            Err(e) => {
+                warn!(controller = addr, error = %e, "bad controller address");
+            }
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Runs the agent until `shutdown` resolves. Jobs keep running across controller outages.
+pub async fn run(cfg: AgentConfig, shutdown: impl std::future::Future<Output = ()>) {
+    let cfg = Arc::new(cfg);
+    let jobs = Arc::new(Mutex::new(Jobs::default()));
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Finished>();
+    let kill_wait = Arc::new(Mutex::new(Duration::from_secs(30)));
+    let gpus = cfg.gpus.gpus();
+    info!(node = %cfg.name, cpus = cfg.cpus, mem_mb = cfg.mem_mb, gpus = gpus.len(), inventory = cfg.gpus.name(), "node agent starting");
+
+    // Reports go out in their own task, retried until the controller takes them.
+    let reporter = {
+        let (cfg, jobs) = (Arc::clone(&cfg), Arc::clone(&jobs));
+        tokio::spawn(async move {
+            let mut client = connect(&cfg.controller).await;
+            while let Some(f) = done_rx.recv().await {
+                let req = report(&cfg.name, &f);
+                let mut delay = Duration::from_millis(200);
+                loop {
+                    match client.report(req.clone()).await {
+                        Ok(_) => break,
+                        Err(e) => {
+                            warn!(job = f.job_id, error = %e, "report not delivered, retrying");
+                            tokio::time::sleep(delay).await;
+                            delay = (delay * 2).min(Duration::from_secs(5));
+                            client = connect(&cfg.controller).await;
+                        }
+                    }
+                }
+                let _ = &jobs;
+            }
+        })
+    };
+
+    let session = async {
+        loop {
+            let mut client = connect(&cfg.controller).await;
+            let running: Vec<pn::RunningJob> = jobs
+                .lock()
+                .expect("lock")
+                .running
+                .keys()
+                .map(|(job_id, attempt)| pn::RunningJob { job_id: *job_id, attempt: *attempt })
+                .collect();
+            let reg = pn::RegisterRequest {
+                name: cfg.name.clone(),
+                addr: String::new(),
+                hostname: nix::unistd::gethostname()
+                    .map(|h| h.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                cpus: cfg.cpus,
+                mem_mb: cfg.mem_mb,
+                gpus: gpus
+                    .iter()
+                    .map(|g| pn::Gpu {
+                        index: g.index,
+                        uuid: g.uuid.clone(),
+                        model: g.model.clone(),
+                        memory_mb: g.memory_mb,
+                    })
+                    .collect(),
+                boot_time: crate::inventory::boot_time(),
+                version: env!("CARGO_PKG_VERSION").into(),
+                os: os_string(),
+                running,
+            };
+            match client.register(reg).await {
+                Ok(r) => {
+                    let r = r.into_inner();
+                    *kill_wait.lock().expect("lock") =
+                        Duration::from_secs(u64::from(r.kill_wait_secs));
+                    info!(cluster = %r.cluster_name, "registered");
+                }
+                Err(e) => {
+                    warn!(error = %e, "registration refused, retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            }
+            let stream =
+                match client.assignments(pn::AssignmentsRequest { name: cfg.name.clone() }).await {
+                    Ok(s) => s.into_inner(),
+                    Err(e) => {
+                        warn!(error = %e, "assignment stream refused, retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
+                };
+            follow(&cfg, &jobs, &kill_wait, &done_tx, client, stream).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    tokio::select! {
+        _ = session => {},
+        _ = shutdown => info!("node agent stopping"),
+    }
+    reporter.abort();
+}
+
+/// Follows one assignment stream until it breaks or the controller forgets this node.
+async fn follow(
+    cfg: &Arc<AgentConfig>,
+    jobs: &Arc<Mutex<Jobs>>,
+    kill_wait: &Arc<Mutex<Duration>>,
+    done_tx: &mpsc::UnboundedSender<Finished>,
+    mut client: NodeServiceClient<Channel>,
+    mut stream: tonic::Streaming<pn::AssignmentSet>,
+) {
+    let mut beat = tokio::time::interval(cfg.heartbeat);
+    loop {
+        tokio::select! {
+            msg = stream.message() => match msg {
+                Ok(Some(set)) => {
+                    if set.kill_wait_secs > 0 {
+                        *kill_wait.lock().expect("lock") = Duration::from_secs(u64::from(set.kill_wait_secs));
+                    }
+                    let kw = *kill_wait.lock().expect("lock");
+                    reconcile(cfg, jobs, kw, done_tx, set);
+                }
+                Ok(None) => { warn!("assignment stream ended"); return; }
+                Err(e) => { warn!(error = %e, "assignment stream broke"); return; }
+            },
+            _ = beat.tick() => {
+                match client.heartbeat(pn::HeartbeatRequest { name: cfg.name.clone() }).await {
+                    Ok(r) if !r.get_ref().known => { warn!("controller does not know this node: registering again"); return; }
+                    Ok(_) => {}
+                    Err(e) => { warn!(error = %e, "heartbeat failed"); return; }
+                }
+            }
+        }
+    }
+}
+
+fn reconcile(
+    cfg: &Arc<AgentConfig>,
+    jobs: &Arc<Mutex<Jobs>>,
+    kill_wait: Duration,
+    done_tx: &mpsc::UnboundedSender<Finished>,
+    set: pn::AssignmentSet,
+) {
+    let mut j = jobs.lock().expect("lock");
+    let mut wanted = HashSet::new();
+    for a in set.assignments {
+        let Some(launch) = a.launch else { continue };
+        let launch: LaunchSpec = match launch.try_into() {
+            Ok(l) => l,
+            Err(e) => {
+                warn!(error = %e, "unusable assignment ignored");
+                continue;
+            }
+        };
+        let key = (launch.job_id, launch.attempt);
+        wanted.insert(key);
+        if let Some(r) = j.running.get(&key) {
+            if a.stop {
+                let _ = r.stop.send(true);
+            }
+            continue;
+        }
+        if j.finished.contains(&key) || a.stop {
+            continue;
+        }
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let pg = ProcessGroup::default();
+        j.running.insert(key, Running { stop: stop_tx, pg: pg.clone() });
+        let (rcfg, jobs2, done) = (cfg.runner.clone(), Arc::clone(jobs), done_tx.clone());
+        tokio::spawn(async move {
+            let fin = runner::run(Arc::new(rcfg), launch, kill_wait, pg, stop_rx).await;
+            let mut j = jobs2.lock().expect("lock");
+            j.running.remove(&key);
+            j.finished.insert(key);
+            drop(j);
+            let _ = done.send(fin);
+        });
+    }
+    // The controller no longer wants these: stop them (cancelled, node failed over, ...).
+    for (key, r) in &j.running {
+        if !wanted.contains(key) {
+            let _ = r.stop.send(true);
+        }
+    }
+    j.finished.retain(|k| wanted.contains(k));
+    for s in set.signals {
+        let sig = Signal::try_from(s.signal);
+        for (key, r) in &j.running {
+            if key.0 == s.job_id {
+                if let Ok(sig) = sig {
+                    r.pg.signal(sig);
+                }
+            }
+        }
+    }
+}
+
+fn report(node: &str, f: &Finished) -> pn::JobReport {
+    use chorus_core::fsm::EndCause;
+    use pn::job_report::Cause;
+    let cause = match f.cause {
+        EndCause::Exited => Cause::Exited,
+        EndCause::TimeLimit => Cause::TimeLimit,
+        EndCause::OutOfMemory => Cause::OutOfMemory,
+        EndCause::Stopped => Cause::Stopped,
+        EndCause::LaunchFailed => Cause::LaunchFailed,
+    };
+    pn::JobReport {
+        node: node.to_owned(),
+        job_id: f.job_id,
+        attempt: f.attempt,
+        exit_code: f.exit.code,
+        signal: f.exit.signal,
+        cause: cause as i32,
+        max_rss_kb: f.usage.max_rss_kb,
+        user_cpu_ms: f.usage.user_cpu_ms,
+        sys_cpu_ms: f.usage.sys_cpu_ms,
+        outputs: f
+            .outputs
+            .iter()
+            .map(|o| pn::OutputData {
+                path: o.path.clone(),
+                data: o.data.clone(),
+                append: o.append,
+            })
+            .collect(),
+    }
+}
+
+fn os_string() -> String {
+    nix::sys::utsname::uname()
+        .map(|u| format!("{} {}", u.sysname().to_string_lossy(), u.release().to_string_lossy()))
+        .unwrap_or_default()
+}

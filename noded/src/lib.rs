@@ -1,0 +1,14 @@
+//! chorus-noded: the node agent.
+//!
+//! ```text
+//!   inventory (OS, NVML or stand-in GPUs) ──▶ Register ──▶ ctld
+//!   heartbeat every few seconds ───────────▶ ctld (re-register when it forgets us)
+//!   Assignments stream ──▶ reconcile by (job, attempt):
+//!        new launch ──▶ runner: script → process group → wait4 → report (+ outputs)
+//!        stop flag  ──▶ SIGTERM, KillWait, SIGKILL
+//!        signal     ──▶ kill(pgid, sig)
+//! ```
+
+pub mod agent;
+pub mod inventory;
+pub mod runner;

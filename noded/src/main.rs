@@ -1,0 +1,87 @@
+//! `noded`: the Chorus node agent.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chorus_noded::agent::{AgentConfig, run};
+use chorus_noded::inventory::{self, FakeInventory, GpuInventory, NvmlInventory};
+use chorus_noded::runner::RunnerConfig;
+use clap::Parser;
+
+/// Runs jobs the controller assigns to this node.
+#[derive(Debug, Parser)]
+#[command(name = "noded", version)]
+struct Args {
+    /// This node's name (default: the host name).
+    #[arg(long)]
+    name: Option<String>,
+    /// The controller's address.
+    #[arg(long, default_value = "127.0.0.1:6817")]
+    controller: String,
+    /// Where scripts are staged and jobs without a shared working directory run.
+    #[arg(long, default_value = "/var/lib/chorus/noded")]
+    state_dir: PathBuf,
+    /// Declare this many CPUs instead of what the OS reports (Slurm's config_overrides).
+    #[arg(long)]
+    node_cpus: Option<u32>,
+    /// Declare this much memory (MB) instead of what the OS reports.
+    #[arg(long)]
+    node_mem: Option<u64>,
+    /// Declare this many stand-in GPUs instead of asking NVML.
+    #[arg(long)]
+    node_gpus: Option<u32>,
+    /// Model name of the stand-in GPUs.
+    #[arg(long, default_value = "fakegpu")]
+    node_gpu_model: String,
+    /// Seconds between heartbeats.
+    #[arg(long, default_value_t = 5)]
+    heartbeat: u64,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CHORUS_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let a = Args::parse();
+    let name = match a.name {
+        Some(n) => n,
+        None => nix::unistd::gethostname()?.to_string_lossy().into_owned(),
+    };
+    let gpus: Box<dyn GpuInventory> = match a.node_gpus {
+        Some(count) => Box::new(FakeInventory { count, model: a.node_gpu_model }),
+        None => Box::new(NvmlInventory),
+    };
+    std::fs::create_dir_all(&a.state_dir)?;
+    let controller = if a.controller.contains("://") {
+        a.controller
+    } else {
+        format!("http://{}", a.controller)
+    };
+    let cfg = AgentConfig {
+        runner: RunnerConfig {
+            node_name: name.clone(),
+            state_dir: a.state_dir,
+            max_output_bytes: 16 << 20,
+        },
+        name,
+        controller,
+        cpus: a.node_cpus.unwrap_or_else(inventory::os_cpus),
+        mem_mb: a.node_mem.unwrap_or_else(inventory::os_mem_mb),
+        gpus,
+        heartbeat: Duration::from_secs(a.heartbeat.max(1)),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(run(cfg, async {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {},
+            _ = term.recv() => {},
+        }
+    }));
+    Ok(())
+}

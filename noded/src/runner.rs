@@ -1,0 +1,361 @@
+//! Runs one batch script: stages it, starts it in its own process group with Slurm's
+//! environment, enforces the time limit and stop requests (SIGTERM, KillWait, SIGKILL), and
+//! collects the exit status, resource use and output files.
+//!
+//! ```text
+//!   stage script (0700, owned by the job's user)
+//!   open stdout/stderr (truncate|append) in the working directory, or in a staging directory
+//!   when that directory does not exist on this node (outputs then travel back via ctld)
+//!   /bin/sh -c 'SLURM_TASK_PID=$$ exec script args'   (setsid: pgid = pid)
+//!   wait4 on a blocking thread ──┬── deadline  → "*** ... DUE TO TIME LIMIT ***", TERM, KILL
+//!                                └── stop      → "*** ... CANCELLED AT ... ***", TERM, KILL
+//! ```
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::time::Duration;
+
+use chorus_core::fsm::EndCause;
+use chorus_core::job::{ExitStatus, Usage};
+use chorus_core::launch::LaunchSpec;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+/// Settings shared by every job on this node.
+#[derive(Debug, Clone)]
+pub struct RunnerConfig {
+    pub node_name: String,
+    pub state_dir: PathBuf,
+    /// Output files larger than this travel back truncated (the node's copy stays whole).
+    pub max_output_bytes: u64,
+}
+
+/// One output file as it goes back to the controller.
+#[derive(Debug, Clone)]
+pub struct Output {
+    pub path: String,
+    pub data: Vec<u8>,
+    pub append: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Finished {
+    pub job_id: u32,
+    pub attempt: u32,
+    pub exit: ExitStatus,
+    pub cause: EndCause,
+    pub usage: Usage,
+    pub outputs: Vec<Output>,
+}
+
+/// A running job's handle for signals.
+#[derive(Debug, Clone, Default)]
+pub struct ProcessGroup(Arc<AtomicI32>);
+
+impl ProcessGroup {
+    /// Sends `sig` to every process of the job. False when it has not started or is gone.
+    pub fn signal(&self, sig: Signal) -> bool {
+        let pgid = self.0.load(Ordering::Relaxed);
+        pgid > 0 && killpg(Pid::from_raw(pgid), sig).is_ok()
+    }
+}
+
+/// Where a job's files are, on this node, and where they belong on the submit side.
+struct Paths {
+    dir: PathBuf,
+    work_dir: PathBuf,
+    stdout: PathBuf,
+    stderr: PathBuf,
+    staged: bool,
+}
+
+fn paths(cfg: &RunnerConfig, l: &LaunchSpec) -> Paths {
+    let dir = cfg.state_dir.join("jobs").join(format!("{}.{}", l.job_id, l.attempt));
+    if Path::new(&l.work_dir).is_dir() {
+        return Paths {
+            dir,
+            work_dir: l.work_dir.clone().into(),
+            stdout: l.stdout_path.clone().into(),
+            stderr: l.stderr_path.clone().into(),
+            staged: false,
+        };
+    }
+    // Not a shared filesystem: run in a staging directory; outputs travel back via ctld.
+    let work = dir.join("work");
+    let local = |p: &str| work.join(Path::new(p).file_name().unwrap_or_default());
+    Paths {
+        stdout: local(&l.stdout_path),
+        stderr: local(&l.stderr_path),
+        work_dir: work.clone(),
+        dir,
+        staged: true,
+    }
+}
+
+fn open_output(path: &Path, append: bool, uid: u32, gid: u32) -> std::io::Result<File> {
+    let mut o = OpenOptions::new();
+    o.create(true).write(true).mode(0o644);
+    if append {
+        o.append(true)
+    } else {
+        o.truncate(true)
+    };
+    let f = o.open(path)?;
+    if nix::unistd::geteuid().is_root() {
+        let _ = std::os::unix::fs::chown(path, Some(uid), Some(gid));
+    }
+    Ok(f)
+}
+
+/// Runs `l` to the end. `stop` turning true asks for a stop (scancel, requeue).
+pub async fn run(
+    cfg: Arc<RunnerConfig>,
+    l: LaunchSpec,
+    kill_wait: Duration,
+    pg: ProcessGroup,
+    mut stop: watch::Receiver<bool>,
+) -> Finished {
+    let p = paths(&cfg, &l);
+    let mut fin = Finished {
+        job_id: l.job_id,
+        attempt: l.attempt,
+        exit: ExitStatus { code: 1, signal: 0 },
+        cause: EndCause::LaunchFailed,
+        usage: Usage::default(),
+        outputs: vec![],
+    };
+    let child = match start(&cfg, &l, &p) {
+        Ok(c) => c,
+        Err(e) => {
+            warn!(job = l.job_id, error = %e, "launch failed");
+            let msg = format!(
+                "slurmstepd-{}: error: couldn't start job {}: {e}\n",
+                cfg.node_name, l.job_id
+            );
+            if let Ok(mut f) = open_output(&p.stderr, true, l.uid, l.gid) {
+                let _ = f.write_all(msg.as_bytes());
+            }
+            fin.outputs = collect_outputs(&cfg, &l, &p);
+            return fin;
+        }
+    };
+    let pid = child.id() as i32;
+    pg.0.store(pid, Ordering::Relaxed);
+    info!(job = l.job_id, pid, "started");
+    let mut waiter = tokio::task::spawn_blocking(move || wait4(pid));
+
+    let deadline = l.time_limit_secs.map(|s| {
+        let elapsed = wall_clock().saturating_sub(l.start_time);
+        tokio::time::Instant::now() + Duration::from_secs(s.saturating_sub(elapsed))
+    });
+    let mut cause = EndCause::Exited;
+    let status = loop {
+        tokio::select! {
+            r = &mut waiter => break r.unwrap_or((0, Default::default())),
+            _ = sleep_until(deadline), if cause == EndCause::Exited => {
+                cause = EndCause::TimeLimit;
+                stepd_message(&p, &l, &cfg.node_name, " DUE TO TIME LIMIT");
+                terminate(&pg, kill_wait);
+            }
+            r = stop.changed(), if cause == EndCause::Exited => {
+                if r.is_err() || *stop.borrow() {
+                    cause = EndCause::Stopped;
+                    stepd_message(&p, &l, &cfg.node_name, "");
+                    terminate(&pg, kill_wait);
+                }
+            }
+        }
+    };
+    // Whatever the script left behind in its process group goes with it.
+    pg.signal(Signal::SIGKILL);
+    pg.0.store(0, Ordering::Relaxed);
+    let (raw, usage) = status;
+    fin.exit = decode_wait_status(raw);
+    fin.cause = cause;
+    fin.usage = usage;
+    fin.outputs = collect_outputs(&cfg, &l, &p);
+    info!(job = l.job_id, exit = %fin.exit, ?cause, "ended");
+    let _ = std::fs::remove_file(p.dir.join("script"));
+    fin
+}
+
+fn start(cfg: &RunnerConfig, l: &LaunchSpec, p: &Paths) -> std::io::Result<std::process::Child> {
+    std::fs::create_dir_all(&p.dir)?;
+    if p.staged {
+        std::fs::create_dir_all(&p.work_dir)?;
+    }
+    let root = nix::unistd::geteuid().is_root();
+    let script = p.dir.join("script");
+    std::fs::write(&script, &l.script)?;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o700))?;
+    if root {
+        std::os::unix::fs::chown(&p.dir, Some(l.uid), Some(l.gid))?;
+        std::os::unix::fs::chown(&script, Some(l.uid), Some(l.gid))?;
+        if p.staged {
+            std::os::unix::fs::chown(&p.work_dir, Some(l.uid), Some(l.gid))?;
+        }
+    }
+    let stdout = open_output(&p.stdout, l.open_append, l.uid, l.gid)?;
+    let stderr = if p.stderr == p.stdout {
+        stdout.try_clone()?
+    } else {
+        open_output(&p.stderr, l.open_append, l.uid, l.gid)?
+    };
+    let mut cmd = std::process::Command::new("/bin/sh");
+    cmd.arg("-c")
+        .arg("SLURM_TASK_PID=$$; export SLURM_TASK_PID; exec \"$@\"")
+        .arg("slurm_script")
+        .arg(&script)
+        .args(&l.args)
+        .env_clear()
+        .envs(with_login_defaults(l, &cfg.node_name))
+        .current_dir(&p.work_dir)
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr);
+    if root && l.uid != 0 {
+        cmd.uid(l.uid).gid(l.gid);
+    }
+    // SAFETY: setsid is async-signal-safe and touches nothing but the child's own session.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::unistd::setsid().map_err(std::io::Error::from)?;
+            Ok(())
+        });
+    }
+    cmd.spawn()
+}
+
+/// Slurm's environment plus what a login gives when `--export=NONE` left them out.
+fn with_login_defaults(l: &LaunchSpec, node: &str) -> Vec<(String, String)> {
+    let mut env = l.env.clone();
+    let has = |env: &[(String, String)], k: &str| env.iter().any(|(x, _)| x == k);
+    if let Ok(Some(user)) = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(l.uid)) {
+        for (k, v) in [
+            ("HOME", user.dir.to_string_lossy().into_owned()),
+            ("SHELL", user.shell.to_string_lossy().into_owned()),
+            ("USER", user.name.clone()),
+            ("LOGNAME", user.name.clone()),
+        ] {
+            if !has(&env, k) {
+                env.push((k.into(), v));
+            }
+        }
+    }
+    if !has(&env, "PATH") {
+        env.push(("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()));
+    }
+    if !has(&env, "HOSTNAME") {
+        env.push(("HOSTNAME".into(), node.into()));
+    }
+    env
+}
+
+fn terminate(pg: &ProcessGroup, kill_wait: Duration) {
+    pg.signal(Signal::SIGCONT);
+    pg.signal(Signal::SIGTERM);
+    let pg = pg.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(kill_wait).await;
+        pg.signal(Signal::SIGKILL);
+    });
+}
+
+fn stepd_message(p: &Paths, l: &LaunchSpec, node: &str, why: &str) {
+    let at = crate::agent::local_time(wall_clock());
+    let msg = format!(
+        "slurmstepd-{node}: error: *** JOB {} ON {node} CANCELLED AT {at}{why} ***\n",
+        l.job_id
+    );
+    if let Ok(mut f) = open_output(&p.stderr, true, l.uid, l.gid) {
+        let _ = f.write_all(msg.as_bytes());
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn wall_clock() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Waits for `pid` and returns its raw wait status and resource use.
+fn wait4(pid: i32) -> (i32, Usage) {
+    let mut status = 0;
+    // SAFETY: rusage is plain data; wait4 fills it for our own child.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: valid pointers to locals; pid is our child.
+        let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+        if r == pid {
+            break;
+        }
+        if r == -1 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            return (0, Usage::default());
+        }
+    }
+    let ms = |t: libc::timeval| t.tv_sec as u64 * 1000 + t.tv_usec as u64 / 1000;
+    (
+        status,
+        Usage {
+            max_rss_kb: ru.ru_maxrss as u64,
+            user_cpu_ms: ms(ru.ru_utime),
+            sys_cpu_ms: ms(ru.ru_stime),
+        },
+    )
+}
+
+/// Slurm's `code:signal` from a wait status.
+pub fn decode_wait_status(raw: i32) -> ExitStatus {
+    if libc::WIFEXITED(raw) {
+        ExitStatus { code: libc::WEXITSTATUS(raw), signal: 0 }
+    } else if libc::WIFSIGNALED(raw) {
+        ExitStatus { code: 0, signal: libc::WTERMSIG(raw) }
+    } else {
+        ExitStatus { code: 1, signal: 0 }
+    }
+}
+
+fn collect_outputs(cfg: &RunnerConfig, l: &LaunchSpec, p: &Paths) -> Vec<Output> {
+    let mut out = vec![];
+    let files = [(&p.stdout, &l.stdout_path), (&p.stderr, &l.stderr_path)];
+    for (i, (local, remote)) in files.iter().enumerate() {
+        if i == 1 && p.stderr == p.stdout {
+            break;
+        }
+        let mut data = std::fs::read(local).unwrap_or_default();
+        if data.len() as u64 > cfg.max_output_bytes {
+            warn!(job = l.job_id, path = %local.display(), "output too large to send whole: truncated copy sent");
+            data.truncate(cfg.max_output_bytes as usize);
+        }
+        out.push(Output { path: (*remote).clone(), data, append: l.open_append && p.staged });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wait_status_maps_to_slurm_exit_codes() {
+        assert_eq!(decode_wait_status(3 << 8), ExitStatus { code: 3, signal: 0 });
+        assert_eq!(decode_wait_status(9), ExitStatus { code: 0, signal: 9 });
+        assert_eq!(decode_wait_status(0), ExitStatus { code: 0, signal: 0 });
+    }
+}

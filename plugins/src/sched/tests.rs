@@ -1,0 +1,156 @@
+//! sched/fifo: placements and pending reasons for the situations Slurm users meet.
+
+use std::collections::BTreeMap;
+
+use chorus_core::fsm::{self, Applied, Command, NodeRegistration, Plan};
+use chorus_core::job::{JobSpec, PendingReason};
+use chorus_core::node::NodeResources;
+use chorus_core::plugin::Scheduler;
+use chorus_core::slurm::array::parse_array_spec;
+use chorus_core::slurm::dependency::parse_dependency;
+use chorus_core::slurm::sbatch::OpenMode;
+use chorus_core::state::{ClusterConfig, ClusterState};
+
+use super::Fifo;
+
+fn spec(name: &str) -> JobSpec {
+    JobSpec {
+        name: name.into(),
+        user: "alice".into(),
+        uid: 1000,
+        gid: 1000,
+        partition: None,
+        script: "#!/bin/sh\ntrue\n".into(),
+        script_args: vec![],
+        work_dir: "/tmp".into(),
+        submit_dir: "/tmp".into(),
+        submit_host: "login".into(),
+        env: vec![],
+        export_env: None,
+        ntasks: None,
+        cpus_per_task: None,
+        ntasks_per_node: None,
+        nodes: None,
+        mem: None,
+        gpus_per_node: 0,
+        gpu_type: None,
+        time_limit: None,
+        stdout: None,
+        stderr: None,
+        open_mode: OpenMode::Truncate,
+        array: None,
+        dependency: None,
+        hold: false,
+        begin: None,
+        comment: None,
+        requeue: true,
+        nice: 0,
+        other: BTreeMap::new(),
+    }
+}
+
+fn cluster(nodes: u32, cpus: u32) -> ClusterState {
+    let mut st = ClusterState::new(ClusterConfig::default());
+    for i in 1..=nodes {
+        let reg = NodeRegistration {
+            name: format!("node{i}"),
+            addr: String::new(),
+            hostname: "h".into(),
+            resources: NodeResources { cpus, mem_mb: 8000, gpus: vec![] },
+            boot_time: 0,
+            version: "t".into(),
+            os: "linux".into(),
+            running: vec![],
+        };
+        fsm::apply(&mut st, Command::RegisterNode { reg: Box::new(reg), now: 1 }).unwrap();
+    }
+    st
+}
+
+fn submit(st: &mut ClusterState, s: JobSpec) -> u32 {
+    match fsm::apply(st, Command::Submit { spec: Box::new(s), now: 10 }).unwrap() {
+        Applied::Submitted(ids) => ids[0],
+        other => panic!("{other:?}"),
+    }
+}
+
+/// One scheduling pass, applied; returns the plan.
+fn pass(st: &mut ClusterState) -> Plan {
+    let plan = Fifo.plan(st, 20);
+    fsm::apply(st, Command::ApplyPlan { plan: plan.clone(), now: 20 }).unwrap();
+    plan
+}
+
+#[test]
+fn jobs_fill_free_cpus_then_wait_for_resources_and_priority() {
+    let mut st = cluster(2, 2);
+    let ids: Vec<u32> = (0..6).map(|i| submit(&mut st, spec(&format!("j{i}")))).collect();
+    let plan = pass(&mut st);
+    assert_eq!(plan.starts.len(), 4, "2 nodes x 2 CPUs");
+    assert_eq!(st.jobs[&ids[4]].reason, PendingReason::Resources);
+    assert_eq!(st.jobs[&ids[5]].reason, PendingReason::Priority);
+    assert_eq!(st.nodes["node1"].alloc_cpus, 2);
+}
+
+#[test]
+fn held_and_dependent_jobs_do_not_block_others() {
+    let mut st = cluster(1, 1);
+    let mut held = spec("held");
+    held.hold = true;
+    let h = submit(&mut st, held);
+    let mut dep = spec("dep");
+    dep.dependency = Some(parse_dependency(&format!("afterok:{h}")).unwrap());
+    let d = submit(&mut st, dep);
+    let free = submit(&mut st, spec("free"));
+    pass(&mut st);
+    assert_eq!(st.jobs[&h].reason, PendingReason::JobHeldUser);
+    assert_eq!(st.jobs[&d].reason, PendingReason::Dependency);
+    assert!(st.active.contains(&free));
+}
+
+#[test]
+fn array_throttle_limits_running_tasks() {
+    let mut st = cluster(2, 4);
+    let mut a = spec("arr");
+    a.array = Some(parse_array_spec("0-5%2").unwrap());
+    let first = submit(&mut st, a);
+    pass(&mut st);
+    assert_eq!(st.running_tasks(first), 2);
+    let limited = st
+        .pending
+        .iter()
+        .filter(|id| st.jobs[id].reason == PendingReason::JobArrayTaskLimit)
+        .count();
+    assert_eq!(limited, 4);
+}
+
+#[test]
+fn multi_node_jobs_spread_tasks_over_nodes() {
+    let mut st = cluster(2, 2);
+    let mut s = spec("wide");
+    s.nodes = Some(2);
+    s.ntasks = Some(4);
+    let id = submit(&mut st, s);
+    pass(&mut st);
+    let alloc = &st.jobs[&id].alloc;
+    assert_eq!(
+        alloc.iter().map(|a| (a.node.as_str(), a.cpus)).collect::<Vec<_>>(),
+        vec![("node1", 2), ("node2", 2)]
+    );
+}
+
+#[test]
+fn a_plan_is_rechecked_when_applied() {
+    let mut st = cluster(1, 1);
+    let a = submit(&mut st, spec("a"));
+    let b = submit(&mut st, spec("b"));
+    let mut plan = Fifo.plan(&st, 20);
+    // A buggy scheduler places both on the one CPU: apply must take only the first.
+    let mut second = plan.starts[0].clone();
+    second.job = b;
+    plan.starts.push(second);
+    fsm::apply(&mut st, Command::ApplyPlan { plan, now: 20 }).unwrap();
+    assert!(st.active.contains(&a));
+    assert!(st.pending.contains(&b));
+    assert_eq!(st.nodes["node1"].alloc_cpus, 1);
+}

@@ -1,0 +1,334 @@
+//! `TryFrom` conversions: wire → domain, naming the field that was refused.
+
+use chorus_core::fsm::{EndCause, JobReport, NodeRegistration};
+use chorus_core::job::{ExitStatus, JobSpec, MemRequest, OutputFile, Usage};
+use chorus_core::launch::LaunchSpec;
+use chorus_core::node::{GpuInfo, NodeResources};
+use chorus_core::slurm::array::parse_array_spec;
+use chorus_core::slurm::dependency::parse_dependency;
+use chorus_core::slurm::sbatch::OpenMode;
+use chorus_core::slurm::time::{format_time_limit, parse_time_limit};
+
+use crate::{client as pb, node as pn};
+
+/// A message field that does not hold what it must.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {why}")]
+pub struct WireError {
+    pub field: &'static str,
+    pub why: String,
+}
+
+fn bad(field: &'static str, why: impl ToString) -> WireError {
+    WireError { field, why: why.to_string() }
+}
+
+fn kv(v: Vec<pb::KeyValue>) -> Vec<(String, String)> {
+    v.into_iter().map(|p| (p.key, p.value)).collect()
+}
+
+fn pkv(v: &[(String, String)]) -> Vec<pb::KeyValue> {
+    v.iter().map(|(k, v)| pb::KeyValue { key: k.clone(), value: v.clone() }).collect()
+}
+
+const MAX_SCRIPT_BYTES: usize = 4 * 1024 * 1024;
+
+impl TryFrom<pb::JobSpec> for JobSpec {
+    type Error = WireError;
+
+    fn try_from(p: pb::JobSpec) -> Result<Self, WireError> {
+        if p.script.is_empty() {
+            return Err(bad("script", "Batch script is empty!"));
+        }
+        if p.script.len() > MAX_SCRIPT_BYTES {
+            return Err(bad("script", "Batch script is too large"));
+        }
+        if !p.work_dir.starts_with('/') {
+            return Err(bad("work_dir", "must be an absolute path"));
+        }
+        if p.name.contains('\n') {
+            return Err(bad("name", "must not contain a newline"));
+        }
+        let positive = |field, v: Option<u32>| match v {
+            Some(0) => Err(bad(field, "must be at least 1")),
+            v => Ok(v),
+        };
+        let mem = match (p.mem_per_node_mb, p.mem_per_cpu_mb) {
+            (Some(_), Some(_)) => {
+                return Err(bad("mem", "--mem and --mem-per-cpu are mutually exclusive"));
+            }
+            (Some(m), None) => Some(MemRequest::PerNode(m)),
+            (None, Some(m)) => Some(MemRequest::PerCpu(m)),
+            (None, None) => None,
+        };
+        Ok(JobSpec {
+            name: p.name,
+            user: p.user,
+            uid: p.uid,
+            gid: p.gid,
+            partition: p.partition,
+            script: p.script,
+            script_args: p.script_args,
+            work_dir: p.work_dir,
+            submit_dir: p.submit_dir,
+            submit_host: p.submit_host,
+            env: kv(p.env),
+            export_env: p.export_env,
+            ntasks: positive("ntasks", p.ntasks)?,
+            cpus_per_task: positive("cpus_per_task", p.cpus_per_task)?,
+            ntasks_per_node: positive("ntasks_per_node", p.ntasks_per_node)?,
+            nodes: positive("nodes", p.nodes)?,
+            mem,
+            gpus_per_node: p.gpus_per_node,
+            gpu_type: p.gpu_type,
+            time_limit: p
+                .time_limit
+                .map(|t| parse_time_limit(&t))
+                .transpose()
+                .map_err(|e| bad("time_limit", e))?,
+            stdout: p.stdout,
+            stderr: p.stderr,
+            open_mode: if p.open_append { OpenMode::Append } else { OpenMode::Truncate },
+            array: p
+                .array
+                .map(|a| parse_array_spec(&a))
+                .transpose()
+                .map_err(|e| bad("array", e))?,
+            dependency: p
+                .dependency
+                .map(|d| parse_dependency(&d))
+                .transpose()
+                .map_err(|e| bad("dependency", e))?,
+            hold: p.hold,
+            begin: p.begin,
+            comment: p.comment,
+            requeue: p.requeue,
+            nice: p.nice,
+            other: kv(p.other).into_iter().collect(),
+        })
+    }
+}
+
+impl From<&JobSpec> for pb::JobSpec {
+    fn from(s: &JobSpec) -> Self {
+        pb::JobSpec {
+            name: s.name.clone(),
+            user: s.user.clone(),
+            uid: s.uid,
+            gid: s.gid,
+            partition: s.partition.clone(),
+            script: s.script.clone(),
+            script_args: s.script_args.clone(),
+            work_dir: s.work_dir.clone(),
+            submit_dir: s.submit_dir.clone(),
+            submit_host: s.submit_host.clone(),
+            env: pkv(&s.env),
+            export_env: s.export_env.clone(),
+            ntasks: s.ntasks,
+            cpus_per_task: s.cpus_per_task,
+            ntasks_per_node: s.ntasks_per_node,
+            nodes: s.nodes,
+            mem_per_node_mb: match s.mem {
+                Some(MemRequest::PerNode(m)) => Some(m),
+                _ => None,
+            },
+            mem_per_cpu_mb: match s.mem {
+                Some(MemRequest::PerCpu(m)) => Some(m),
+                _ => None,
+            },
+            gpus_per_node: s.gpus_per_node,
+            gpu_type: s.gpu_type.clone(),
+            time_limit: s.time_limit.map(|t| format_time_limit(&t, true)),
+            stdout: s.stdout.clone(),
+            stderr: s.stderr.clone(),
+            open_append: s.open_mode == OpenMode::Append,
+            array: s.array.as_ref().map(|a| a.to_string()),
+            dependency: s.dependency.as_ref().map(|d| d.to_string()),
+            hold: s.hold,
+            begin: s.begin,
+            comment: s.comment.clone(),
+            requeue: s.requeue,
+            nice: s.nice,
+            other: s
+                .other
+                .iter()
+                .map(|(k, v)| pb::KeyValue { key: k.clone(), value: v.clone() })
+                .collect(),
+        }
+    }
+}
+
+const MAX_NAME: usize = 255;
+
+fn node_name(field: &'static str, n: &str) -> Result<(), WireError> {
+    let ok = !n.is_empty()
+        && n.len() <= MAX_NAME
+        && n.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok { Ok(()) } else { Err(bad(field, "node names are 1-255 of [A-Za-z0-9._-]")) }
+}
+
+impl TryFrom<pn::RegisterRequest> for NodeRegistration {
+    type Error = WireError;
+
+    fn try_from(p: pn::RegisterRequest) -> Result<Self, WireError> {
+        node_name("name", &p.name)?;
+        if p.cpus == 0 || p.cpus > 1 << 16 {
+            return Err(bad("cpus", "must be between 1 and 65536"));
+        }
+        if p.mem_mb == 0 {
+            return Err(bad("mem_mb", "must be positive"));
+        }
+        if p.gpus.len() > 64 {
+            return Err(bad("gpus", "at most 64 GPUs per node"));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        if !p.gpus.iter().all(|g| seen.insert(g.index)) {
+            return Err(bad("gpus", "GPU indices must be distinct"));
+        }
+        Ok(NodeRegistration {
+            name: p.name,
+            addr: p.addr,
+            hostname: p.hostname,
+            resources: NodeResources {
+                cpus: p.cpus,
+                mem_mb: p.mem_mb,
+                gpus: p
+                    .gpus
+                    .into_iter()
+                    .map(|g| GpuInfo {
+                        index: g.index,
+                        uuid: g.uuid,
+                        model: g.model,
+                        memory_mb: g.memory_mb,
+                    })
+                    .collect(),
+            },
+            boot_time: p.boot_time,
+            version: p.version,
+            os: p.os,
+            running: p.running.into_iter().map(|r| (r.job_id, r.attempt)).collect(),
+        })
+    }
+}
+
+/// A node's report, and the output bytes that travel with it (kept outside the state).
+pub type ReportWithOutputs = (JobReport, Vec<Vec<u8>>);
+
+impl TryFrom<pn::JobReport> for ReportWithOutputs {
+    type Error = WireError;
+
+    fn try_from(p: pn::JobReport) -> Result<Self, WireError> {
+        node_name("node", &p.node)?;
+        let cause = match pn::job_report::Cause::try_from(p.cause) {
+            Ok(pn::job_report::Cause::Exited) => EndCause::Exited,
+            Ok(pn::job_report::Cause::TimeLimit) => EndCause::TimeLimit,
+            Ok(pn::job_report::Cause::OutOfMemory) => EndCause::OutOfMemory,
+            Ok(pn::job_report::Cause::Stopped) => EndCause::Stopped,
+            Ok(pn::job_report::Cause::LaunchFailed) => EndCause::LaunchFailed,
+            Err(_) => return Err(bad("cause", format!("unknown value {}", p.cause))),
+        };
+        if !(0..=255).contains(&p.exit_code) || !(0..=64).contains(&p.signal) {
+            return Err(bad("exit_code", "exit code must be 0-255 and signal 0-64"));
+        }
+        if p.outputs.len() > 2 {
+            return Err(bad("outputs", "at most stdout and stderr"));
+        }
+        let mut outputs = vec![];
+        let mut data = vec![];
+        for o in p.outputs {
+            if !o.path.starts_with('/') {
+                return Err(bad("outputs.path", "must be absolute"));
+            }
+            outputs.push(OutputFile { path: o.path, len: o.data.len() as u64, append: o.append });
+            data.push(o.data);
+        }
+        let report = JobReport {
+            job: p.job_id,
+            attempt: p.attempt,
+            node: p.node,
+            exit: ExitStatus { code: p.exit_code, signal: p.signal },
+            cause,
+            usage: Usage {
+                max_rss_kb: p.max_rss_kb,
+                user_cpu_ms: p.user_cpu_ms,
+                sys_cpu_ms: p.sys_cpu_ms,
+            },
+            outputs,
+        };
+        Ok((report, data))
+    }
+}
+
+impl From<&LaunchSpec> for pn::Launch {
+    fn from(l: &LaunchSpec) -> Self {
+        pn::Launch {
+            job_id: l.job_id,
+            attempt: l.attempt,
+            script: l.script.clone(),
+            args: l.args.clone(),
+            work_dir: l.work_dir.clone(),
+            env: l
+                .env
+                .iter()
+                .map(|(k, v)| pn::KeyValue { key: k.clone(), value: v.clone() })
+                .collect(),
+            stdout_path: l.stdout_path.clone(),
+            stderr_path: l.stderr_path.clone(),
+            open_append: l.open_append,
+            time_limit_secs: l.time_limit_secs.unwrap_or(0),
+            start_time: l.start_time,
+            uid: l.uid,
+            gid: l.gid,
+            cpus: l.cpus,
+            mem_mb: l.mem_mb,
+            gpus: l.gpus.clone(),
+            job_name: l.job_name.clone(),
+            user: l.user.clone(),
+        }
+    }
+}
+
+impl TryFrom<pn::Launch> for LaunchSpec {
+    type Error = WireError;
+
+    fn try_from(p: pn::Launch) -> Result<Self, WireError> {
+        if !p.work_dir.starts_with('/') {
+            return Err(bad("work_dir", "must be absolute"));
+        }
+        if !p.stdout_path.starts_with('/') || !p.stderr_path.starts_with('/') {
+            return Err(bad("stdout_path", "output paths must be absolute"));
+        }
+        Ok(LaunchSpec {
+            job_id: p.job_id,
+            attempt: p.attempt,
+            script: p.script,
+            args: p.args,
+            work_dir: p.work_dir,
+            env: p.env.into_iter().map(|kv| (kv.key, kv.value)).collect(),
+            stdout_path: p.stdout_path,
+            stderr_path: p.stderr_path,
+            open_append: p.open_append,
+            time_limit_secs: (p.time_limit_secs > 0).then_some(p.time_limit_secs),
+            start_time: p.start_time,
+            uid: p.uid,
+            gid: p.gid,
+            cpus: p.cpus,
+            mem_mb: p.mem_mb,
+            gpus: p.gpus,
+            job_name: p.job_name,
+            user: p.user,
+        })
+    }
+}
+
+/// Encodes a core value for a read reply (controller → its CLI).
+pub fn encode_bincode<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    bincode::serde::encode_to_vec(v, bincode::config::standard()).expect("in-memory encoding")
+}
+
+/// Decodes a read reply.
+pub fn decode_bincode<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, WireError> {
+    bincode::serde::decode_from_slice(b, bincode::config::standard())
+        .map(|(v, _)| v)
+        .map_err(|e| bad("bincode", e))
+}
