@@ -1,1 +1,221 @@
+//! chorus-cli: Slurm's commands over Chorus, and `chorus` for operators.
+//!
+//! Every binary reads the client configuration named by `CHORUS_CONF` (as Slurm's commands
+//! read `SLURM_CONF`; default `/etc/chorus/chorus.toml`), talks gRPC to a controller, and
+//! prints what Slurm prints. The formatting is pure ([`format`]); this module holds the I/O.
 
+pub mod format;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chorus_core::job::Job;
+use chorus_core::node::Node;
+use chorus_core::state::ClusterConfig;
+use chorus_proto::MAX_MESSAGE_BYTES;
+use chorus_proto::client::{self as pb, client_client::ClientClient};
+use serde::{Deserialize, Serialize};
+use tonic::transport::Channel;
+
+/// The client configuration file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClientConf {
+    pub cluster_name: String,
+    /// `host:port` of each controller.
+    pub controllers: Vec<String>,
+}
+
+pub const DEFAULT_CONF: &str = "/etc/chorus/chorus.toml";
+
+impl ClientConf {
+    pub fn path() -> PathBuf {
+        std::env::var_os("CHORUS_CONF").map(PathBuf::from).unwrap_or_else(|| DEFAULT_CONF.into())
+    }
+
+    pub fn load() -> anyhow::Result<Self> {
+        let path = Self::path();
+        Self::load_from(&path)
+    }
+
+    pub fn load_from(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot read the Chorus configuration {}: {e} (set CHORUS_CONF, e.g. the line `chorus up` prints)",
+                path.display()
+            )
+        })?;
+        let conf: ClientConf =
+            toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        if conf.controllers.is_empty() {
+            anyhow::bail!("{}: no controllers listed", path.display());
+        }
+        Ok(conf)
+    }
+}
+
+/// A connected client.
+pub struct Ctl {
+    pub client: ClientClient<Channel>,
+    pub conf: ClientConf,
+}
+
+impl Ctl {
+    /// Connects to the first controller that answers.
+    pub async fn connect() -> anyhow::Result<Self> {
+        let conf = ClientConf::load()?;
+        let mut last = None;
+        for addr in &conf.controllers {
+            let url = if addr.contains("://") { addr.clone() } else { format!("http://{addr}") };
+            match Channel::from_shared(url)?.connect_timeout(Duration::from_secs(5)).connect().await {
+                Ok(ch) => {
+                    let client = ClientClient::new(ch)
+                        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+                    return Ok(Self { client, conf });
+                }
+                Err(e) => last = Some(format!("{addr}: {e}")),
+            }
+        }
+        anyhow::bail!(
+            "Unable to contact slurm controller (connect failure): no controller answers ({})",
+            last.unwrap_or_default()
+        )
+    }
+
+    pub async fn jobs(&mut self, ids: Vec<u32>, include_finished: bool) -> anyhow::Result<(Vec<Job>, u64)> {
+        let r = self.client.jobs(pb::JobsRequest { job_ids: ids, include_finished }).await?.into_inner();
+        Ok((chorus_proto::decode_bincode(&r.jobs)?, r.now))
+    }
+
+    pub async fn nodes(&mut self) -> anyhow::Result<(Vec<Node>, u64)> {
+        let r = self.client.nodes(pb::NodesRequest {}).await?.into_inner();
+        Ok((chorus_proto::decode_bincode(&r.nodes)?, r.now))
+    }
+
+    pub async fn cluster(&mut self) -> anyhow::Result<(ClusterConfig, pb::ClusterReply)> {
+        let r = self.client.cluster(pb::ClusterRequest {}).await?.into_inner();
+        Ok((chorus_proto::decode_bincode(&r.config)?, r))
+    }
+
+    /// Fetches a finished job's output files and writes each where Slurm's naming puts it.
+    /// A file already there with the same bytes (shared filesystem) is left alone.
+    pub async fn fetch_outputs(&mut self, job: u32) -> anyhow::Result<Vec<String>> {
+        let r = self.client.output(pb::OutputRequest { job_id: job }).await?.into_inner();
+        let mut written = vec![];
+        for f in r.files {
+            let path = Path::new(&f.path);
+            if std::fs::read(path).is_ok_and(|old| old == f.data || (f.append && old.ends_with(&f.data))) {
+                continue;
+            }
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            if f.append {
+                use std::io::Write;
+                std::fs::OpenOptions::new().create(true).append(true).open(path)?.write_all(&f.data)?;
+            } else {
+                std::fs::write(path, &f.data)?;
+            }
+            written.push(f.path);
+        }
+        Ok(written)
+    }
+}
+
+/// The message a gRPC error carries, for `sbatch: error: ...` lines.
+pub fn status_message(e: &anyhow::Error) -> String {
+    match e.downcast_ref::<tonic::Status>() {
+        Some(s) => s.message().to_owned(),
+        None => e.to_string(),
+    }
+}
+
+/// The calling user: name, uid, gid.
+pub fn current_user() -> (String, u32, u32) {
+    let uid = nix::unistd::getuid();
+    let gid = nix::unistd::getgid();
+    let name = nix::unistd::User::from_uid(uid)
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_else(|| uid.to_string());
+    (name, uid.as_raw(), gid.as_raw())
+}
+
+/// This host's short name (`SLURM_SUBMIT_HOST`).
+pub fn short_hostname() -> String {
+    nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().split('.').next().unwrap_or_default().to_owned())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+/// Runs a command's async main on a small runtime and turns its result into an exit code.
+/// A broken pipe (e.g. `squeue | head`) exits 0, as Slurm's commands do.
+pub fn run_main(prog: &str, f: impl std::future::Future<Output = anyhow::Result<i32>>) -> ! {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+    let code = match rt.block_on(f) {
+        Ok(code) => code,
+        Err(e) if is_broken_pipe(&e) => 0,
+        Err(e) => {
+            eprintln!("{prog}: error: {}", status_message(&e));
+            1
+        }
+    };
+    std::process::exit(code)
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+}
+
+/// Writes to stdout, reporting a broken pipe as an error `run_main` turns into exit 0.
+pub fn print(s: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(s.as_bytes())?;
+    out.flush()?;
+    Ok(())
+}
+
+/// Parses job ids as Slurm's commands take them: `123`, `123_4`, `123_[1-3]`, comma lists.
+/// Returns `(job or array id, Some(task))`.
+pub fn parse_job_ids(list: &str) -> Result<Vec<(u32, Option<u32>)>, String> {
+    let mut out = vec![];
+    for item in list.split(',').filter(|s| !s.is_empty()) {
+        let bad = || format!("Invalid job id: {item}");
+        match item.split_once('_') {
+            None => out.push((item.parse().map_err(|_| bad())?, None)),
+            Some((id, task)) => {
+                let id: u32 = id.parse().map_err(|_| bad())?;
+                let task = task.trim_start_matches('[').trim_end_matches(']');
+                if task == "*" {
+                    out.push((id, None));
+                    continue;
+                }
+                let spec = chorus_core::slurm::array::parse_array_spec(task).map_err(|_| bad())?;
+                out.extend(spec.tasks.into_iter().map(|t| (id, Some(t))));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Resolves `(id, task)` pairs to job ids using jobs the controller returned.
+pub fn resolve_ids(pairs: &[(u32, Option<u32>)], jobs: &[Job]) -> Vec<u32> {
+    let mut out = vec![];
+    for (id, task) in pairs {
+        match task {
+            Some(t) => out.extend(jobs.iter().filter(|j| j.array == Some((*id, *t))).map(|j| j.id)),
+            None => {
+                let tasks: Vec<u32> =
+                    jobs.iter().filter(|j| j.array.map(|a| a.0) == Some(*id)).map(|j| j.id).collect();
+                if tasks.is_empty() {
+                    out.push(*id);
+                } else {
+                    out.extend(tasks);
+                }
+            }
+        }
+    }
+    out
+}

@@ -1,1 +1,187 @@
+//! chorus-integration: a harness that runs the real binaries on loopback, the end-to-end
+//! tests built on it (`tests/`), and the benchmark command (`src/bin/bench.rs`).
+//!
+//! ```text
+//!   Cluster::start ──▶ `chorus up --dir TMP ...` ──▶ ctld + noded × N (real processes)
+//!        │                     └── prints `export CHORUS_CONF=TMP/chorus.toml`
+//!        └── run("sbatch", ...) with CHORUS_CONF set and the built binaries first on PATH
+//! ```
 
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The directory holding the workspace's binaries (`target/debug` or `target/release`).
+pub fn bin_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("CHORUS_BIN_DIR") {
+        return d.into();
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    // target/<profile>/deps/<test> or target/<profile>/<bin>
+    let mut dir = exe.parent().expect("exe dir").to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    dir
+}
+
+/// Fails with a clear message when the binaries have not been built.
+pub fn require_binaries() -> PathBuf {
+    let dir = bin_dir();
+    for b in ["ctld", "noded", "chorus", "sbatch", "squeue", "scancel", "sacct", "scontrol", "sinfo"] {
+        assert!(
+            dir.join(b).exists(),
+            "{} is missing: run `cargo build --workspace --bins` first (scripts/test.sh does)",
+            dir.join(b).display()
+        );
+    }
+    dir
+}
+
+/// Options for a local cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterOpts {
+    pub nodes: u32,
+    pub node_cpus: u32,
+    pub node_mem: u64,
+    pub node_gpus: Option<u32>,
+    pub kill_wait: u32,
+}
+
+impl Default for ClusterOpts {
+    fn default() -> Self {
+        Self { nodes: 2, node_cpus: 2, node_mem: 4000, node_gpus: None, kill_wait: 2 }
+    }
+}
+
+/// A running `chorus up`, stopped (SIGTERM) when dropped.
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub conf: PathBuf,
+    child: Child,
+    bins: PathBuf,
+}
+
+impl Cluster {
+    pub fn start(o: ClusterOpts) -> Self {
+        let bins = require_binaries();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut cmd = Command::new(bins.join("chorus"));
+        cmd.args(["up", "--dir"])
+            .arg(dir.path().join("state"))
+            .args(["--nodes", &o.nodes.to_string()])
+            .args(["--node-cpus", &o.node_cpus.to_string()])
+            .args(["--node-mem", &o.node_mem.to_string()])
+            .args(["--kill-wait", &o.kill_wait.to_string()]);
+        if let Some(g) = o.node_gpus {
+            cmd.args(["--node-gpus", &g.to_string()]);
+        }
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("start chorus up");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(p) = line.strip_prefix("export CHORUS_CONF=") {
+                    let _ = tx.send(PathBuf::from(p));
+                }
+            }
+        });
+        let conf = rx.recv_timeout(Duration::from_secs(90)).expect("chorus up printed no `export CHORUS_CONF=` line in 90 s");
+        Self { dir, conf, child, bins }
+    }
+
+    /// A directory for a test's scripts and outputs (the submit directory).
+    pub fn work(&self) -> PathBuf {
+        let p = self.dir.path().join("work");
+        std::fs::create_dir_all(&p).expect("work dir");
+        p
+    }
+
+    /// Runs one of the CLI binaries in the work directory.
+    pub fn run(&self, prog: &str, args: &[&str]) -> Output {
+        self.run_in(&self.work(), prog, args)
+    }
+
+    pub fn run_in(&self, cwd: &Path, prog: &str, args: &[&str]) -> Output {
+        let path = format!("{}:{}", self.bins.display(), std::env::var("PATH").unwrap_or_default());
+        Command::new(self.bins.join(prog))
+            .args(args)
+            .current_dir(cwd)
+            .env("CHORUS_CONF", &self.conf)
+            .env("PATH", path)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("run {prog}: {e}"))
+    }
+
+    /// `sbatch --parsable ARGS` → the job id.
+    pub fn submit(&self, args: &[&str]) -> u32 {
+        let mut a = vec!["--parsable"];
+        a.extend_from_slice(args);
+        let out = self.run("sbatch", &a);
+        assert!(out.status.success(), "sbatch {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().parse().expect("job id")
+    }
+
+    /// `sacct`-style state of a job (or array task `12_3`), from `squeue -t all`.
+    pub fn state(&self, job: &str) -> String {
+        let out = self.run("squeue", &["-h", "-t", "all", "-j", job, "-o", "%T"]);
+        String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or("").trim().to_owned()
+    }
+
+    /// Waits until `job` is in one of `states`; panics after `timeout`.
+    pub fn wait_state(&self, job: &str, states: &[&str], timeout: Duration) -> String {
+        let start = Instant::now();
+        loop {
+            let s = self.state(job);
+            if states.contains(&s.as_str()) {
+                return s;
+            }
+            assert!(start.elapsed() < timeout, "job {job} still {s:?} after {timeout:?}, wanted {states:?}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    pub fn wait_done(&self, job: &str, timeout: Duration) -> String {
+        self.wait_state(job, &["COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL"], timeout)
+    }
+
+    /// `scontrol show job -o` of a job, as key=value pairs.
+    pub fn show_job(&self, job: &str) -> Vec<(String, String)> {
+        let out = self.run("scontrol", &["show", "job", "-o", job]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.split_whitespace()
+            .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
+            .collect()
+    }
+
+    pub fn field(&self, job: &str, key: &str) -> String {
+        self.show_job(job).into_iter().find(|(k, _)| k == key).map(|(_, v)| v).unwrap_or_default()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // SAFETY: plain kill(2) of our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Writes an executable script into `dir`.
+pub fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let p = dir.join(name);
+    std::fs::write(&p, body).expect("write script");
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    p
+}

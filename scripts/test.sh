@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: formatting, the purity rule for the decision crates, every
+# unit, golden and end-to-end test. Needs only Rust (no protoc: protox compiles the protos).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== rustfmt"
+cargo fmt --all -- --check
+
+echo "== chorus-core and chorus-plugins do no I/O (DESIGN.md)"
+for crate in chorus-core chorus-plugins; do
+  bad=$(cargo tree -q -p "$crate" -e normal --prefix none | awk '{print $1}' | sort -u |
+        grep -xE 'tokio|tonic|sled|redb|nix|raft|cgroups-rs|nvml-wrapper|rustls|hyper|mio|libc' || true)
+  if [ -n "$bad" ]; then
+    echo "$crate depends on I/O crates: $bad" >&2
+    exit 1
+  fi
+done
+
+echo "== build (binaries are needed by the end-to-end tests)"
+cargo build --workspace --bins
+
+echo "== tests"
+cargo test --workspace -- --test-threads="${CHORUS_TEST_THREADS:-2}"
