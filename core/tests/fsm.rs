@@ -1,0 +1,280 @@
+//! `fsm::apply`: build a state, apply commands, compare what comes out.
+
+use std::collections::BTreeMap;
+
+use chorus_core::fsm::{self, Applied, Command, EndCause, JobReport, NodeRegistration, Rejected};
+use chorus_core::job::{ExitStatus, JobSpec, JobState, PendingReason, Usage};
+use chorus_core::node::NodeResources;
+use chorus_core::plugin::Scheduler as _;
+use chorus_core::slurm::array::parse_array_spec;
+use chorus_core::slurm::dependency::parse_dependency;
+use chorus_core::slurm::sbatch::OpenMode;
+use chorus_core::state::{ClusterConfig, ClusterState};
+
+fn spec() -> JobSpec {
+    JobSpec {
+        name: "job".into(),
+        user: "alice".into(),
+        uid: 1000,
+        gid: 1000,
+        partition: None,
+        script: "#!/bin/sh\ntrue\n".into(),
+        script_args: vec![],
+        work_dir: "/tmp".into(),
+        submit_dir: "/tmp".into(),
+        submit_host: "login".into(),
+        env: vec![],
+        export_env: None,
+        ntasks: None,
+        cpus_per_task: None,
+        ntasks_per_node: None,
+        nodes: None,
+        mem: None,
+        gpus_per_node: 0,
+        gpu_type: None,
+        time_limit: None,
+        stdout: None,
+        stderr: None,
+        open_mode: OpenMode::Truncate,
+        array: None,
+        dependency: None,
+        hold: false,
+        begin: None,
+        comment: None,
+        requeue: true,
+        nice: 0,
+        other: BTreeMap::new(),
+    }
+}
+
+fn reg(name: &str, running: Vec<(u32, u32)>) -> Command {
+    Command::RegisterNode {
+        reg: Box::new(NodeRegistration {
+            name: name.into(),
+            addr: String::new(),
+            hostname: name.into(),
+            resources: NodeResources { cpus: 2, mem_mb: 4000, gpus: vec![] },
+            boot_time: 0,
+            version: "t".into(),
+            os: "linux".into(),
+            running,
+        }),
+        now: 1,
+    }
+}
+
+fn cluster() -> ClusterState {
+    let mut st = ClusterState::new(ClusterConfig::default());
+    fsm::apply(&mut st, reg("node1", vec![])).unwrap();
+    st
+}
+
+fn submit(st: &mut ClusterState, s: JobSpec) -> Vec<u32> {
+    match fsm::apply(st, Command::Submit { spec: Box::new(s), now: 10 }).unwrap() {
+        Applied::Submitted(ids) => ids,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Runs the pure scheduler once, as the leader would.
+fn schedule(st: &mut ClusterState, now: u64) {
+    let plan = SimpleFifo.plan(st, now);
+    fsm::apply(st, Command::ApplyPlan { plan, now }).unwrap();
+}
+
+/// A minimal scheduler for these tests (the real ones live in chorus-plugins): each pending,
+/// unblocked job on node1 if it fits.
+struct SimpleFifo;
+
+impl chorus_core::plugin::Scheduler for SimpleFifo {
+    fn name(&self) -> &'static str {
+        "test/fifo"
+    }
+    fn plan(&self, st: &ClusterState, now: u64) -> fsm::Plan {
+        let mut plan = fsm::Plan::default();
+        let mut free = st.nodes["node1"].free_cpus();
+        for id in &st.pending {
+            let job = &st.jobs[id];
+            if let Some(r) = fsm::blocking_reason(st, job, now) {
+                plan.reasons.push((*id, r));
+                continue;
+            }
+            if free >= 1 {
+                free -= 1;
+                plan.starts.push(fsm::Placement {
+                    job: *id,
+                    alloc: vec![chorus_core::job::NodeAlloc { node: "node1".into(), cpus: 1, mem_mb: 256, gpus: vec![] }],
+                });
+            }
+        }
+        plan
+    }
+}
+
+fn end(id: u32, node: &str, exit: ExitStatus, cause: EndCause) -> Command {
+    Command::JobEnded {
+        report: Box::new(JobReport { job: id, attempt: 0, node: node.into(), exit, cause, usage: Usage::default(), outputs: vec![] }),
+        now: 50,
+    }
+}
+
+#[test]
+fn submit_gives_increasing_ids_and_basic_priorities() {
+    let mut st = cluster();
+    let a = submit(&mut st, spec())[0];
+    let b = submit(&mut st, spec())[0];
+    assert_eq!((a, b), (1, 2));
+    assert!(st.jobs[&a].priority > st.jobs[&b].priority, "earlier jobs first");
+    assert_eq!(st.jobs[&a].state, JobState::Pending);
+}
+
+#[test]
+fn array_submission_creates_one_job_per_task() {
+    let mut st = cluster();
+    let mut s = spec();
+    s.array = Some(parse_array_spec("1-7:3").unwrap());
+    let ids = submit(&mut st, s);
+    assert_eq!(ids, vec![1, 2, 3]);
+    assert_eq!(st.jobs[&2].array, Some((1, 4)));
+    assert_eq!(st.jobs[&2].display_id(), "1_4");
+    assert_eq!(st.next_job_id, 4);
+}
+
+#[test]
+fn dependency_on_an_unknown_job_is_refused() {
+    let mut st = cluster();
+    let mut s = spec();
+    s.dependency = Some(parse_dependency("afterok:77").unwrap());
+    let r = fsm::apply(&mut st, Command::Submit { spec: Box::new(s), now: 1 });
+    assert_eq!(r, Err(Rejected::Dependency));
+    assert!(st.jobs.is_empty(), "a refused command changes nothing");
+}
+
+#[test]
+fn completed_and_failed_come_from_the_exit_status() {
+    let mut st = cluster();
+    let ok = submit(&mut st, spec())[0];
+    let bad = submit(&mut st, spec())[0];
+    schedule(&mut st, 20);
+    fsm::apply(&mut st, end(ok, "node1", ExitStatus::default(), EndCause::Exited)).unwrap();
+    fsm::apply(&mut st, end(bad, "node1", ExitStatus { code: 3, signal: 0 }, EndCause::Exited)).unwrap();
+    assert_eq!(st.jobs[&ok].state, JobState::Completed);
+    assert_eq!(st.jobs[&bad].state, JobState::Failed);
+    assert_eq!(st.jobs[&bad].reason, PendingReason::NonZeroExitCode);
+    assert_eq!(st.nodes["node1"].alloc_cpus, 0, "resources are given back");
+}
+
+#[test]
+fn a_report_from_another_node_or_a_stale_attempt_is_refused() {
+    let mut st = cluster();
+    fsm::apply(&mut st, reg("node2", vec![])).unwrap();
+    let id = submit(&mut st, spec())[0];
+    schedule(&mut st, 20);
+    let r = fsm::apply(&mut st, end(id, "node2", ExitStatus::default(), EndCause::Exited));
+    assert!(matches!(r, Err(Rejected::StaleReport { .. })));
+    let mut stale = end(id, "node1", ExitStatus::default(), EndCause::Exited);
+    if let Command::JobEnded { report, .. } = &mut stale {
+        report.attempt = 5;
+    }
+    assert!(fsm::apply(&mut st, stale).is_err());
+    assert_eq!(st.jobs[&id].state, JobState::Running);
+}
+
+#[test]
+fn cancel_of_a_running_job_shows_completing_until_the_node_reports() {
+    let mut st = cluster();
+    let id = submit(&mut st, spec())[0];
+    schedule(&mut st, 20);
+    fsm::apply(&mut st, Command::Cancel { jobs: vec![id], uid: 1000, now: 30 }).unwrap();
+    assert_eq!(st.jobs[&id].state, JobState::Completing);
+    fsm::apply(&mut st, end(id, "node1", ExitStatus { code: 0, signal: 15 }, EndCause::Stopped)).unwrap();
+    assert_eq!(st.jobs[&id].state, JobState::Cancelled);
+    assert_eq!(st.jobs[&id].exit.to_string(), "0:15");
+}
+
+#[test]
+fn cancel_of_another_users_job_is_refused() {
+    let mut st = cluster();
+    let id = submit(&mut st, spec())[0];
+    let r = fsm::apply(&mut st, Command::Cancel { jobs: vec![id], uid: 2000, now: 30 });
+    assert_eq!(r, Err(Rejected::NotPermitted));
+    assert_eq!(st.jobs[&id].state, JobState::Pending);
+}
+
+#[test]
+fn time_limit_report_ends_in_timeout() {
+    let mut st = cluster();
+    let id = submit(&mut st, spec())[0];
+    schedule(&mut st, 20);
+    fsm::apply(&mut st, end(id, "node1", ExitStatus { code: 0, signal: 15 }, EndCause::TimeLimit)).unwrap();
+    assert_eq!(st.jobs[&id].state, JobState::Timeout);
+    assert_eq!(st.jobs[&id].reason, PendingReason::TimeLimit);
+}
+
+#[test]
+fn hold_and_release_change_reason_and_priority() {
+    let mut st = cluster();
+    let id = submit(&mut st, spec())[0];
+    fsm::apply(&mut st, Command::Hold { jobs: vec![id], admin: false, now: 11 }).unwrap();
+    assert_eq!((st.jobs[&id].reason, st.jobs[&id].priority), (PendingReason::JobHeldUser, 0));
+    fsm::apply(&mut st, Command::Release { jobs: vec![id], now: 12 }).unwrap();
+    assert!(st.jobs[&id].priority > 0);
+    schedule(&mut st, 20);
+    assert_eq!(st.jobs[&id].state, JobState::Running);
+}
+
+#[test]
+fn afterok_on_a_failed_job_is_never_satisfied() {
+    let mut st = cluster();
+    let a = submit(&mut st, spec())[0];
+    let mut s = spec();
+    s.dependency = Some(parse_dependency(&format!("afterok:{a}")).unwrap());
+    let b = submit(&mut st, s)[0];
+    schedule(&mut st, 20);
+    assert_eq!(st.jobs[&b].reason, PendingReason::Dependency);
+    fsm::apply(&mut st, end(a, "node1", ExitStatus { code: 1, signal: 0 }, EndCause::Exited)).unwrap();
+    schedule(&mut st, 30);
+    assert_eq!(st.jobs[&b].reason, PendingReason::DependencyNeverSatisfied);
+    assert_eq!(st.jobs[&b].state, JobState::Pending);
+}
+
+#[test]
+fn a_node_that_comes_back_without_its_jobs_fails_them() {
+    let mut st = cluster();
+    let kept = submit(&mut st, spec())[0];
+    let lost = submit(&mut st, spec())[0];
+    schedule(&mut st, 20);
+    match fsm::apply(&mut st, reg("node1", vec![(kept, 0)])).unwrap() {
+        Applied::NodeRegistered { lost_jobs } => assert_eq!(lost_jobs, vec![lost]),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(st.jobs[&lost].state, JobState::NodeFail);
+    assert_eq!(st.jobs[&kept].state, JobState::Running);
+    assert_eq!(st.nodes["node1"].alloc_cpus, 1, "allocation re-derived from surviving jobs");
+}
+
+#[test]
+fn requeue_of_a_running_job_returns_it_to_pending_with_a_restart() {
+    let mut st = cluster();
+    let id = submit(&mut st, spec())[0];
+    schedule(&mut st, 20);
+    fsm::apply(&mut st, Command::Requeue { jobs: vec![id], now: 25 }).unwrap();
+    fsm::apply(&mut st, end(id, "node1", ExitStatus { code: 0, signal: 15 }, EndCause::Stopped)).unwrap();
+    assert_eq!(st.jobs[&id].state, JobState::Pending);
+    assert_eq!(st.jobs[&id].restarts, 1);
+    assert_eq!(st.nodes["node1"].alloc_cpus, 0);
+}
+
+#[test]
+fn apply_is_deterministic() {
+    let run = || {
+        let mut st = cluster();
+        for _ in 0..5 {
+            submit(&mut st, spec());
+        }
+        schedule(&mut st, 20);
+        fsm::apply(&mut st, end(1, "node1", ExitStatus::default(), EndCause::Exited)).unwrap();
+        st
+    };
+    assert_eq!(run(), run());
+}
