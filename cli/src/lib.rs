@@ -219,3 +219,43 @@ pub fn resolve_ids(pairs: &[(u32, Option<u32>)], jobs: &[Job]) -> Vec<u32> {
     }
     out
 }
+
+/// `YYYY-MM-DD[THH:MM[:SS]]` or `HH:MM[:SS]` (today, or tomorrow if past) in local time.
+pub fn parse_local_time(s: &str, now: u64) -> Option<u64> {
+    let (date, time) = match s.split_once('T') {
+        Some((d, t)) => (Some(d), Some(t)),
+        None if s.contains('-') => (Some(s), None),
+        None => (None, Some(s)),
+    };
+    // SAFETY: tm is plain data; localtime_r/mktime read and write only it.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    let t = now as libc::time_t;
+    // SAFETY: valid pointers to locals.
+    unsafe { libc::localtime_r(&t, &mut tm) };
+    let nums = |x: &str, sep: char| -> Option<Vec<i32>> { x.split(sep).map(|p| p.parse().ok()).collect() };
+    if let Some(d) = date {
+        let v = nums(d, '-')?;
+        let [y, m, day] = v[..] else { return None };
+        (tm.tm_year, tm.tm_mon, tm.tm_mday) = (y - 1900, m - 1, day);
+        (tm.tm_hour, tm.tm_min, tm.tm_sec) = (0, 0, 0);
+    }
+    if let Some(t) = time {
+        let v = nums(t, ':')?;
+        let (h, m, sec) = match v[..] {
+            [h, m] => (h, m, 0),
+            [h, m, s] => (h, m, s),
+            _ => return None,
+        };
+        (tm.tm_hour, tm.tm_min, tm.tm_sec) = (h, m, sec);
+    }
+    tm.tm_isdst = -1;
+    // SAFETY: tm is initialised above.
+    let mut at = unsafe { libc::mktime(&mut tm) };
+    if at < 0 {
+        return None;
+    }
+    if date.is_none() && (at as u64) < now {
+        at += 86_400;
+    }
+    Some(at as u64)
+}
