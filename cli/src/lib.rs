@@ -66,7 +66,8 @@ impl Ctl {
         let mut last = None;
         for addr in &conf.controllers {
             let url = if addr.contains("://") { addr.clone() } else { format!("http://{addr}") };
-            match Channel::from_shared(url)?.connect_timeout(Duration::from_secs(5)).connect().await {
+            match Channel::from_shared(url)?.connect_timeout(Duration::from_secs(5)).connect().await
+            {
                 Ok(ch) => {
                     let client = ClientClient::new(ch)
                         .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -82,8 +83,16 @@ impl Ctl {
         )
     }
 
-    pub async fn jobs(&mut self, ids: Vec<u32>, include_finished: bool) -> anyhow::Result<(Vec<Job>, u64)> {
-        let r = self.client.jobs(pb::JobsRequest { job_ids: ids, include_finished }).await?.into_inner();
+    pub async fn jobs(
+        &mut self,
+        ids: Vec<u32>,
+        include_finished: bool,
+    ) -> anyhow::Result<(Vec<Job>, u64)> {
+        let r = self
+            .client
+            .jobs(pb::JobsRequest { job_ids: ids, include_finished })
+            .await?
+            .into_inner();
         Ok((chorus_proto::decode_bincode(&r.jobs)?, r.now))
     }
 
@@ -104,7 +113,9 @@ impl Ctl {
         let mut written = vec![];
         for f in r.files {
             let path = Path::new(&f.path);
-            if std::fs::read(path).is_ok_and(|old| old == f.data || (f.append && old.ends_with(&f.data))) {
+            if std::fs::read(path)
+                .is_ok_and(|old| old == f.data || (f.append && old.ends_with(&f.data)))
+            {
                 continue;
             }
             if let Some(dir) = path.parent() {
@@ -112,7 +123,11 @@ impl Ctl {
             }
             if f.append {
                 use std::io::Write;
-                std::fs::OpenOptions::new().create(true).append(true).open(path)?.write_all(&f.data)?;
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)?
+                    .write_all(&f.data)?;
             } else {
                 std::fs::write(path, &f.data)?;
             }
@@ -152,7 +167,8 @@ pub fn short_hostname() -> String {
 /// Runs a command's async main on a small runtime and turns its result into an exit code.
 /// A broken pipe (e.g. `squeue | head`) exits 0, as Slurm's commands do.
 pub fn run_main(prog: &str, f: impl std::future::Future<Output = anyhow::Result<i32>>) -> ! {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+    let rt =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
     let code = match rt.block_on(f) {
         Ok(code) => code,
         Err(e) if is_broken_pipe(&e) => 0,
@@ -207,8 +223,11 @@ pub fn resolve_ids(pairs: &[(u32, Option<u32>)], jobs: &[Job]) -> Vec<u32> {
         match task {
             Some(t) => out.extend(jobs.iter().filter(|j| j.array == Some((*id, *t))).map(|j| j.id)),
             None => {
-                let tasks: Vec<u32> =
-                    jobs.iter().filter(|j| j.array.map(|a| a.0) == Some(*id)).map(|j| j.id).collect();
+                let tasks: Vec<u32> = jobs
+                    .iter()
+                    .filter(|j| j.array.map(|a| a.0) == Some(*id))
+                    .map(|j| j.id)
+                    .collect();
                 if tasks.is_empty() {
                     out.push(*id);
                 } else {
@@ -232,7 +251,8 @@ pub fn parse_local_time(s: &str, now: u64) -> Option<u64> {
     let t = now as libc::time_t;
     // SAFETY: valid pointers to locals.
     unsafe { libc::localtime_r(&t, &mut tm) };
-    let nums = |x: &str, sep: char| -> Option<Vec<i32>> { x.split(sep).map(|p| p.parse().ok()).collect() };
+    let nums =
+        |x: &str, sep: char| -> Option<Vec<i32>> { x.split(sep).map(|p| p.parse().ok()).collect() };
     if let Some(d) = date {
         let v = nums(d, '-')?;
         let [y, m, day] = v[..] else { return None };

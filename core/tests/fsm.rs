@@ -103,7 +103,12 @@ impl chorus_core::plugin::Scheduler for SimpleFifo {
                 free -= 1;
                 plan.starts.push(fsm::Placement {
                     job: *id,
-                    alloc: vec![chorus_core::job::NodeAlloc { node: "node1".into(), cpus: 1, mem_mb: 256, gpus: vec![] }],
+                    alloc: vec![chorus_core::job::NodeAlloc {
+                        node: "node1".into(),
+                        cpus: 1,
+                        mem_mb: 256,
+                        gpus: vec![],
+                    }],
                 });
             }
         }
@@ -113,7 +118,15 @@ impl chorus_core::plugin::Scheduler for SimpleFifo {
 
 fn end(id: u32, node: &str, exit: ExitStatus, cause: EndCause) -> Command {
     Command::JobEnded {
-        report: Box::new(JobReport { job: id, attempt: 0, node: node.into(), exit, cause, usage: Usage::default(), outputs: vec![] }),
+        report: Box::new(JobReport {
+            job: id,
+            attempt: 0,
+            node: node.into(),
+            exit,
+            cause,
+            usage: Usage::default(),
+            outputs: vec![],
+        }),
         now: 50,
     }
 }
@@ -157,7 +170,8 @@ fn completed_and_failed_come_from_the_exit_status() {
     let bad = submit(&mut st, spec())[0];
     schedule(&mut st, 20);
     fsm::apply(&mut st, end(ok, "node1", ExitStatus::default(), EndCause::Exited)).unwrap();
-    fsm::apply(&mut st, end(bad, "node1", ExitStatus { code: 3, signal: 0 }, EndCause::Exited)).unwrap();
+    fsm::apply(&mut st, end(bad, "node1", ExitStatus { code: 3, signal: 0 }, EndCause::Exited))
+        .unwrap();
     assert_eq!(st.jobs[&ok].state, JobState::Completed);
     assert_eq!(st.jobs[&bad].state, JobState::Failed);
     assert_eq!(st.jobs[&bad].reason, PendingReason::NonZeroExitCode);
@@ -187,7 +201,8 @@ fn cancel_of_a_running_job_shows_completing_until_the_node_reports() {
     schedule(&mut st, 20);
     fsm::apply(&mut st, Command::Cancel { jobs: vec![id], uid: 1000, now: 30 }).unwrap();
     assert_eq!(st.jobs[&id].state, JobState::Completing);
-    fsm::apply(&mut st, end(id, "node1", ExitStatus { code: 0, signal: 15 }, EndCause::Stopped)).unwrap();
+    fsm::apply(&mut st, end(id, "node1", ExitStatus { code: 0, signal: 15 }, EndCause::Stopped))
+        .unwrap();
     assert_eq!(st.jobs[&id].state, JobState::Cancelled);
     assert_eq!(st.jobs[&id].exit.to_string(), "0:15");
 }
@@ -206,7 +221,8 @@ fn time_limit_report_ends_in_timeout() {
     let mut st = cluster();
     let id = submit(&mut st, spec())[0];
     schedule(&mut st, 20);
-    fsm::apply(&mut st, end(id, "node1", ExitStatus { code: 0, signal: 15 }, EndCause::TimeLimit)).unwrap();
+    fsm::apply(&mut st, end(id, "node1", ExitStatus { code: 0, signal: 15 }, EndCause::TimeLimit))
+        .unwrap();
     assert_eq!(st.jobs[&id].state, JobState::Timeout);
     assert_eq!(st.jobs[&id].reason, PendingReason::TimeLimit);
 }
@@ -232,7 +248,8 @@ fn afterok_on_a_failed_job_is_never_satisfied() {
     let b = submit(&mut st, s)[0];
     schedule(&mut st, 20);
     assert_eq!(st.jobs[&b].reason, PendingReason::Dependency);
-    fsm::apply(&mut st, end(a, "node1", ExitStatus { code: 1, signal: 0 }, EndCause::Exited)).unwrap();
+    fsm::apply(&mut st, end(a, "node1", ExitStatus { code: 1, signal: 0 }, EndCause::Exited))
+        .unwrap();
     schedule(&mut st, 30);
     assert_eq!(st.jobs[&b].reason, PendingReason::DependencyNeverSatisfied);
     assert_eq!(st.jobs[&b].state, JobState::Pending);
@@ -259,7 +276,8 @@ fn requeue_of_a_running_job_returns_it_to_pending_with_a_restart() {
     let id = submit(&mut st, spec())[0];
     schedule(&mut st, 20);
     fsm::apply(&mut st, Command::Requeue { jobs: vec![id], now: 25 }).unwrap();
-    fsm::apply(&mut st, end(id, "node1", ExitStatus { code: 0, signal: 15 }, EndCause::Stopped)).unwrap();
+    fsm::apply(&mut st, end(id, "node1", ExitStatus { code: 0, signal: 15 }, EndCause::Stopped))
+        .unwrap();
     assert_eq!(st.jobs[&id].state, JobState::Pending);
     assert_eq!(st.jobs[&id].restarts, 1);
     assert_eq!(st.nodes["node1"].alloc_cpus, 0);

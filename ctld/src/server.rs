@@ -41,6 +41,14 @@ pub async fn serve(
         initial,
         ReplicaConfig { snapshot_every: cfg.snapshot_every, ..Default::default() },
     )?;
+    // Serve nothing before the log written before a restart is applied again: a read must
+    // never show fewer jobs than were acknowledged.
+    let recovered = raft::Storage::last_index(&store)?;
+    let mut applied = replica.applied();
+    while *applied.borrow_and_update() < recovered {
+        applied.changed().await?;
+    }
+    info!(index = recovered, "state recovered");
     let scheduler: Arc<dyn chorus_core::plugin::Scheduler> =
         chorus_plugins::scheduler(&cfg.scheduler)
             .ok_or_else(|| {

@@ -29,7 +29,9 @@ pub fn bin_dir() -> PathBuf {
 /// Fails with a clear message when the binaries have not been built.
 pub fn require_binaries() -> PathBuf {
     let dir = bin_dir();
-    for b in ["ctld", "noded", "chorus", "sbatch", "squeue", "scancel", "sacct", "scontrol", "sinfo"] {
+    for b in
+        ["ctld", "noded", "chorus", "sbatch", "squeue", "scancel", "sacct", "scontrol", "sinfo"]
+    {
         assert!(
             dir.join(b).exists(),
             "{} is missing: run `cargo build --workspace --bins` first (scripts/test.sh does)",
@@ -77,7 +79,8 @@ impl Cluster {
         if let Some(g) = o.node_gpus {
             cmd.args(["--node-gpus", &g.to_string()]);
         }
-        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("start chorus up");
+        let mut child =
+            cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("start chorus up");
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -87,7 +90,9 @@ impl Cluster {
                 }
             }
         });
-        let conf = rx.recv_timeout(Duration::from_secs(90)).expect("chorus up printed no `export CHORUS_CONF=` line in 90 s");
+        let conf = rx
+            .recv_timeout(Duration::from_secs(90))
+            .expect("chorus up printed no `export CHORUS_CONF=` line in 90 s");
         Self { dir, conf, child, bins }
     }
 
@@ -120,7 +125,11 @@ impl Cluster {
         let mut a = vec!["--parsable"];
         a.extend_from_slice(args);
         let out = self.run("sbatch", &a);
-        assert!(out.status.success(), "sbatch {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "sbatch {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).trim().parse().expect("job id")
     }
 
@@ -138,13 +147,20 @@ impl Cluster {
             if states.contains(&s.as_str()) {
                 return s;
             }
-            assert!(start.elapsed() < timeout, "job {job} still {s:?} after {timeout:?}, wanted {states:?}");
+            assert!(
+                start.elapsed() < timeout,
+                "job {job} still {s:?} after {timeout:?}, wanted {states:?}"
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
     }
 
     pub fn wait_done(&self, job: &str, timeout: Duration) -> String {
-        self.wait_state(job, &["COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL"], timeout)
+        self.wait_state(
+            job,
+            &["COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL"],
+            timeout,
+        )
     }
 
     /// `scontrol show job -o` of a job, as key=value pairs.

@@ -16,20 +16,29 @@ fn stderr(o: &std::process::Output) -> String {
 }
 
 fn env_of(text: &str) -> std::collections::BTreeMap<String, String> {
-    text.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.to_owned(), v.to_owned())).collect()
+    text.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
 }
 
 #[test]
 fn plain_job_runs_with_slurm_environment_and_output_file() {
     let c = Cluster::start(ClusterOpts::default());
     let w = c.work();
-    script(&w, "env.sh", "#!/bin/bash\n#SBATCH -J envjob   # a trailing comment\n#SBATCH --time=5\nenv | sort\necho to-stderr >&2\n");
+    script(
+        &w,
+        "env.sh",
+        "#!/bin/bash\n#SBATCH -J envjob   # a trailing comment\n#SBATCH --time=5\nenv | sort\necho to-stderr >&2\n",
+    );
     let out = c.run("sbatch", &["env.sh"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let line = stdout(&out);
-    let id: u32 = line.trim().strip_prefix("Submitted batch job ").expect("Slurm's line").parse().unwrap();
+    let id: u32 =
+        line.trim().strip_prefix("Submitted batch job ").expect("Slurm's line").parse().unwrap();
     assert_eq!(c.wait_done(&id.to_string(), MIN), "COMPLETED");
-    let text = std::fs::read_to_string(w.join(format!("slurm-{id}.out"))).expect("slurm-%j.out in the submit dir");
+    let text = std::fs::read_to_string(w.join(format!("slurm-{id}.out")))
+        .expect("slurm-%j.out in the submit dir");
     let env = env_of(&text);
     assert_eq!(env["SLURM_JOB_ID"], id.to_string());
     assert_eq!(env["SLURM_JOBID"], id.to_string());
@@ -44,7 +53,11 @@ fn plain_job_runs_with_slurm_environment_and_output_file() {
     assert!(!env.contains_key("SLURM_NTASKS"), "SLURM_NTASKS only with -n");
     assert!(text.contains("to-stderr"), "stderr goes to the same file without -e");
     assert_eq!(c.field(&id.to_string(), "ExitCode"), "0:0");
-    let acct = stdout(&c.run("sacct", &["-j", &id.to_string(), "-X", "-P", "-n", "--format=JobID,State,ExitCode"]));
+    let acct =
+        stdout(&c.run(
+            "sacct",
+            &["-j", &id.to_string(), "-X", "-P", "-n", "--format=JobID,State,ExitCode"],
+        ));
     assert_eq!(acct.trim(), format!("{id}|COMPLETED|0:0"));
 }
 
@@ -52,7 +65,12 @@ fn plain_job_runs_with_slurm_environment_and_output_file() {
 fn failing_job_is_failed_with_its_exit_code_and_wait_returns_it() {
     let c = Cluster::start(ClusterOpts::default());
     let out = c.run("sbatch", &["--wait", "-o", "fail-%j.txt", "--wrap", "echo before; exit 3"]);
-    assert_eq!(out.status.code(), Some(3), "sbatch --wait exits with the job's code: {}", stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "sbatch --wait exits with the job's code: {}",
+        stderr(&out)
+    );
     let id = stdout(&out).trim().strip_prefix("Submitted batch job ").unwrap().to_owned();
     assert_eq!(c.state(&id), "FAILED");
     assert_eq!(c.field(&id, "ExitCode"), "3:0");
@@ -64,7 +82,11 @@ fn failing_job_is_failed_with_its_exit_code_and_wait_returns_it() {
 #[test]
 fn array_with_throttle_never_runs_more_than_allowed() {
     let c = Cluster::start(ClusterOpts { nodes: 2, node_cpus: 4, ..Default::default() });
-    let id = c.submit(&["--array=0-5%2", "--wrap", "echo task $SLURM_ARRAY_TASK_ID of $SLURM_ARRAY_JOB_ID; sleep 1"]);
+    let id = c.submit(&[
+        "--array=0-5%2",
+        "--wrap",
+        "echo task $SLURM_ARRAY_TASK_ID of $SLURM_ARRAY_JOB_ID; sleep 1",
+    ]);
     let start = std::time::Instant::now();
     let mut max_running = 0;
     loop {
@@ -81,7 +103,8 @@ fn array_with_throttle_never_runs_more_than_allowed() {
     assert!(max_running <= 2, "throttle %2 exceeded: {max_running} running at once");
     for t in 0..6 {
         let f = c.work().join(format!("slurm-{id}_{t}.out"));
-        let text = std::fs::read_to_string(&f).unwrap_or_else(|_| panic!("{} missing", f.display()));
+        let text =
+            std::fs::read_to_string(&f).unwrap_or_else(|_| panic!("{} missing", f.display()));
         assert_eq!(text.trim(), format!("task {t} of {id}"));
         assert_eq!(c.state(&format!("{id}_{t}")), "COMPLETED");
     }
@@ -91,9 +114,15 @@ fn array_with_throttle_never_runs_more_than_allowed() {
 fn dependency_chain_orders_jobs_and_reports_never_satisfied() {
     let c = Cluster::start(ClusterOpts::default());
     let a = c.submit(&["-o", "chain.txt", "--open-mode=append", "--wrap", "sleep 1; echo a"]);
-    let b = c.submit(&[&format!("--dependency=afterok:{a}"), "-o", "chain.txt", "--open-mode=append", "--wrap", "echo b"]);
-    let dep = format!("-d afternotok:{a}");
-    let n = c.submit(&[dep.as_str(), "--wrap", "echo never"].concat_args());
+    let b = c.submit(&[
+        &format!("--dependency=afterok:{a}"),
+        "-o",
+        "chain.txt",
+        "--open-mode=append",
+        "--wrap",
+        "echo b",
+    ]);
+    let n = c.submit(&["-d", &format!("afternotok:{a}"), "--wrap", "echo never"]);
     assert_eq!(c.field(&b.to_string(), "Reason"), "Dependency");
     assert_eq!(c.wait_done(&b.to_string(), MIN), "COMPLETED");
     assert_eq!(std::fs::read_to_string(c.work().join("chain.txt")).unwrap(), "a\nb\n");
@@ -105,21 +134,16 @@ fn dependency_chain_orders_jobs_and_reports_never_satisfied() {
     }
 }
 
-trait ConcatArgs {
-    fn concat_args(&self) -> Vec<&str>;
-}
-
-impl ConcatArgs for [&str] {
-    /// Splits `-d value` given as one string into two argv entries.
-    fn concat_args(&self) -> Vec<&str> {
-        self.iter().flat_map(|a| a.splitn(2, ' ')).collect()
-    }
-}
-
 #[test]
 fn time_limit_ends_in_timeout_after_sigterm() {
     let c = Cluster::start(ClusterOpts { kill_wait: 2, ..Default::default() });
-    let id = c.submit(&["--time=1", "-o", "to-%j.out", "--wrap", "trap 'echo got TERM' TERM; while true; do sleep 1; done"]);
+    let id = c.submit(&[
+        "--time=1",
+        "-o",
+        "to-%j.out",
+        "--wrap",
+        "trap 'echo got TERM' TERM; while true; do sleep 1; done",
+    ]);
     let id = id.to_string();
     c.wait_state(&id, &["RUNNING"], MIN);
     assert_eq!(c.wait_done(&id, 3 * MIN), "TIMEOUT");
@@ -132,7 +156,8 @@ fn time_limit_ends_in_timeout_after_sigterm() {
 
 #[test]
 fn scancel_cancels_running_and_pending_jobs() {
-    let c = Cluster::start(ClusterOpts { nodes: 1, node_cpus: 1, kill_wait: 2, ..Default::default() });
+    let c =
+        Cluster::start(ClusterOpts { nodes: 1, node_cpus: 1, kill_wait: 2, ..Default::default() });
     let run = c.submit(&["--wrap", "sleep 300"]).to_string();
     let pend = c.submit(&["--wrap", "sleep 300"]).to_string();
     c.wait_state(&run, &["RUNNING"], MIN);
@@ -158,7 +183,12 @@ fn bad_input_gets_slurms_errors_and_submits_nothing() {
     assert_ne!(o.status.code(), Some(0), "a bad #SBATCH line is refused");
     let o = c.run("sbatch", &["--ntasks=64", "--wrap", "true"]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("Batch job submission failed: Requested node configuration is not available"), "{}", stderr(&o));
+    assert!(
+        stderr(&o)
+            .contains("Batch job submission failed: Requested node configuration is not available"),
+        "{}",
+        stderr(&o)
+    );
     let o = c.run("squeue", &["-j", "999999"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("Invalid job id specified"), "{}", stderr(&o));
@@ -174,23 +204,35 @@ fn acknowledged_jobs_survive_kill_9_of_the_controller() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let addr = format!("127.0.0.1:{port}");
     let conf = dir.path().join("chorus.toml");
-    std::fs::write(&conf, format!("cluster_name = \"chorus\"\ncontrollers = [\"{addr}\"]\n")).unwrap();
+    std::fs::write(&conf, format!("cluster_name = \"chorus\"\ncontrollers = [\"{addr}\"]\n"))
+        .unwrap();
     let start_ctld = || {
         Command::new(bins.join("ctld"))
-            .args(["--state-dir", &dir.path().join("ctld").display().to_string(), "--listen", &addr])
+            .args([
+                "--state-dir",
+                &dir.path().join("ctld").display().to_string(),
+                "--listen",
+                &addr,
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap()
     };
     let sbatch = |args: &[&str]| {
-        Command::new(bins.join("sbatch")).args(args).env("CHORUS_CONF", &conf).current_dir(dir.path()).output().unwrap()
+        Command::new(bins.join("sbatch"))
+            .args(args)
+            .env("CHORUS_CONF", &conf)
+            .current_dir(dir.path())
+            .output()
+            .unwrap()
     };
     let mut ctld = start_ctld();
     let mut ids = vec![];
     let t0 = std::time::Instant::now();
     while ids.len() < 20 {
-        let o = sbatch(&["--parsable", "-H", "-J", &format!("durable{}", ids.len()), "--wrap", "true"]);
+        let o =
+            sbatch(&["--parsable", "-H", "-J", &format!("durable{}", ids.len()), "--wrap", "true"]);
         if o.status.success() {
             ids.push(stdout(&o).trim().to_owned());
         } else {
@@ -219,7 +261,10 @@ fn acknowledged_jobs_survive_kill_9_of_the_controller() {
     };
     for (n, id) in ids.iter().enumerate() {
         let want = format!("{id} durable{n} PENDING JobHeldUser");
-        assert!(listing.lines().any(|l| l.trim() == want), "missing `{want}` after restart in:\n{listing}");
+        assert!(
+            listing.lines().any(|l| l.trim() == want),
+            "missing `{want}` after restart in:\n{listing}"
+        );
     }
     ctld.kill().unwrap();
     ctld.wait().unwrap();

@@ -10,7 +10,11 @@ use chorus_cli::{ClientConf, Ctl, print, run_main};
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "chorus", version, about = "Chorus: a Slurm-compatible scheduler over untrusted nodes")]
+#[command(
+    name = "chorus",
+    version,
+    about = "Chorus: a Slurm-compatible scheduler over untrusted nodes"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -188,8 +192,14 @@ fn serve_until_stopped(a: &UpArgs, conf_path: &Path, daemons: &mut [Daemon]) -> 
     unsafe { std::env::set_var("CHORUS_CONF", conf_path) };
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        if let Some(d) = daemons.iter_mut().find_map(|d| d.child.try_wait().ok().flatten().map(|_| d.name.clone())) {
-            anyhow::bail!("{d} exited during start-up; see {}", a.dir.join(format!("log/{d}.log")).display());
+        if let Some(d) = daemons
+            .iter_mut()
+            .find_map(|d| d.child.try_wait().ok().flatten().map(|_| d.name.clone()))
+        {
+            anyhow::bail!(
+                "{d} exited during start-up; see {}",
+                a.dir.join(format!("log/{d}.log")).display()
+            );
         }
         let ready = rt.block_on(async {
             let mut ctl = Ctl::connect().await.ok()?;
@@ -200,7 +210,10 @@ fn serve_until_stopped(a: &UpArgs, conf_path: &Path, daemons: &mut [Daemon]) -> 
             break;
         }
         if Instant::now() > deadline {
-            anyhow::bail!("the cluster did not come up within 60 s; see the logs in {}", a.dir.join("log").display());
+            anyhow::bail!(
+                "the cluster did not come up within 60 s; see the logs in {}",
+                a.dir.join("log").display()
+            );
         }
         std::thread::sleep(Duration::from_millis(100));
     }

@@ -7,7 +7,12 @@ use chorus_core::job::JobState;
 use clap::Parser;
 
 #[derive(Debug, Parser)]
-#[command(name = "sacct", disable_help_flag = true, disable_version_flag = true, infer_long_args = true)]
+#[command(
+    name = "sacct",
+    disable_help_flag = true,
+    disable_version_flag = true,
+    infer_long_args = true
+)]
 struct Args {
     #[arg(long = "help", action = clap::ArgAction::Help)]
     help: Option<bool>,
@@ -94,13 +99,19 @@ async fn account(a: Args) -> anyhow::Result<i32> {
     let ids: Vec<u32> = pairs.iter().map(|p| p.0).collect();
     let (jobs, now) = ctl.jobs(ids, true).await?;
     let window_start = match &a.start {
-        Some(s) => Some(time_arg(s, now).ok_or_else(|| anyhow::anyhow!("Invalid time specification (pos 0): {s}"))?),
+        Some(s) => Some(
+            time_arg(s, now)
+                .ok_or_else(|| anyhow::anyhow!("Invalid time specification (pos 0): {s}"))?,
+        ),
         // Slurm's default without -j: jobs since midnight today.
         None if pairs.is_empty() => Some(midnight(now)),
         None => None,
     };
     let window_end = match &a.end {
-        Some(s) => Some(time_arg(s, now).ok_or_else(|| anyhow::anyhow!("Invalid time specification (pos 0): {s}"))?),
+        Some(s) => Some(
+            time_arg(s, now)
+                .ok_or_else(|| anyhow::anyhow!("Invalid time specification (pos 0): {s}"))?,
+        ),
         None => None,
     };
     let wanted = (!pairs.is_empty()).then(|| chorus_cli::resolve_ids(&pairs, &jobs));

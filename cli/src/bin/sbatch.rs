@@ -34,12 +34,17 @@ async fn submit(args: Vec<String>) -> anyhow::Result<i32> {
         return Ok(0);
     }
     let (script, default_name) = match (&cl.options.wrap, &cl.script) {
-        (Some(cmd), _) => {
-            (format!("#!/bin/sh\n# This script was created by sbatch --wrap.\n\n{cmd}\n").into_bytes(), "wrap".to_owned())
-        }
+        (Some(cmd), _) => (
+            format!("#!/bin/sh\n# This script was created by sbatch --wrap.\n\n{cmd}\n")
+                .into_bytes(),
+            "wrap".to_owned(),
+        ),
         (None, Some(path)) => match std::fs::read(path) {
             Ok(b) => {
-                let base = Path::new(path).file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+                let base = Path::new(path)
+                    .file_name()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default();
                 (b, base)
             }
             Err(_) => return fail(SbatchError::UnableToOpen(path.clone())),
@@ -138,16 +143,23 @@ async fn wait(ctl: &mut Ctl, id: u32) -> anyhow::Result<i32> {
     }
 }
 
-fn build_spec(o: &SbatchOptions, script: String, args: Vec<String>, default_name: String) -> Result<JobSpec, String> {
+fn build_spec(
+    o: &SbatchOptions,
+    script: String,
+    args: Vec<String>,
+    default_name: String,
+) -> Result<JobSpec, String> {
     let (user, uid, gid) = current_user();
-    let cwd = std::env::current_dir().map_err(|e| format!("cannot read the current directory: {e}"))?;
+    let cwd =
+        std::env::current_dir().map_err(|e| format!("cannot read the current directory: {e}"))?;
     let work_dir: PathBuf = match &o.chdir {
         Some(d) => cwd.join(d),
         None => cwd.clone(),
     };
     let host_env: Vec<(String, String)> = std::env::vars().collect();
     let export = match &o.export {
-        Some(e) => sbatch::parse_export(e).map_err(|e| format!("Invalid --export specification: {}", e.why))?,
+        Some(e) => sbatch::parse_export(e)
+            .map_err(|e| format!("Invalid --export specification: {}", e.why))?,
         None => Export::All,
     };
     let env = match &export {
@@ -227,7 +239,10 @@ fn build_spec(o: &SbatchOptions, script: String, args: Vec<String>, default_name
 
 /// `--begin`: `now+N[seconds|minutes|hours|days]`, `HH:MM[:SS]`, `YYYY-MM-DD[THH:MM[:SS]]`.
 fn parse_begin(s: &str) -> Result<u64, String> {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let bad = || format!("Invalid time specification {s}");
     if let Some(rest) = s.strip_prefix("now") {
         if rest.is_empty() {

@@ -62,7 +62,8 @@ async fn cancel(a: Args) -> anyhow::Result<i32> {
             }
         }
     }
-    let filtered = a.user.is_some() || a.state.is_some() || a.name.is_some() || a.partition.is_some();
+    let filtered =
+        a.user.is_some() || a.state.is_some() || a.name.is_some() || a.partition.is_some();
     if pairs.is_empty() && !filtered {
         eprintln!("scancel: error: No job identification provided");
         return Ok(1);
@@ -95,7 +96,8 @@ async fn cancel(a: Args) -> anyhow::Result<i32> {
     } else {
         chorus_cli::resolve_ids(&pairs, &jobs)
     };
-    let by_id: std::collections::HashMap<u32, &chorus_core::Job> = jobs.iter().map(|j| (j.id, j)).collect();
+    let by_id: std::collections::HashMap<u32, &chorus_core::Job> =
+        jobs.iter().map(|j| (j.id, j)).collect();
     targets.retain(|id| {
         let Some(j) = by_id.get(id) else { return !filtered };
         a.user.as_ref().is_none_or(|u| &j.spec.user == u)

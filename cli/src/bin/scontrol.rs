@@ -24,7 +24,10 @@ async fn control(args: Vec<String>) -> anyhow::Result<i32> {
     let lower: Vec<&str> = lower.iter().map(String::as_str).collect();
     match lower.as_slice() {
         ["show", "hostnames", ..] | ["show", "hostname", ..] => {
-            let list = words.get(2).map(|s| s.to_string()).or_else(|| std::env::var("SLURM_JOB_NODELIST").ok());
+            let list = words
+                .get(2)
+                .map(|s| s.to_string())
+                .or_else(|| std::env::var("SLURM_JOB_NODELIST").ok());
             let Some(list) = list else {
                 eprintln!("scontrol: error: host list is empty");
                 return Ok(1);
@@ -81,7 +84,9 @@ async fn control(args: Vec<String>) -> anyhow::Result<i32> {
             Ok(0)
         }
         [] => {
-            eprintln!("scontrol: error: no command given (show, hold, release, requeue, update, ping)");
+            eprintln!(
+                "scontrol: error: no command given (show, hold, release, requeue, update, ping)"
+            );
             Ok(1)
         }
         [other, ..] => {
@@ -176,7 +181,8 @@ async fn act(action: Action, targets: &[&str], fields: Vec<pb::KeyValue>) -> any
     let ids: Vec<u32> = pairs.iter().map(|p| p.0).collect();
     let (jobs, _) = ctl.jobs(ids, true).await?;
     let resolved = chorus_cli::resolve_ids(&pairs, &jobs);
-    let known: Vec<u32> = resolved.iter().copied().filter(|id| jobs.iter().any(|j| j.id == *id)).collect();
+    let known: Vec<u32> =
+        resolved.iter().copied().filter(|id| jobs.iter().any(|j| j.id == *id)).collect();
     if known.is_empty() {
         eprintln!("Invalid job id specified for job {}", targets.join(","));
         return Ok(1);
@@ -230,7 +236,14 @@ async fn update(words: &[&str]) -> anyhow::Result<i32> {
         };
         let mut ctl = Ctl::connect().await?;
         let (_, uid, _) = current_user();
-        let req = pb::ControlRequest { action: action as i32, job_ids: vec![], fields: vec![], uid, node: n, reason };
+        let req = pb::ControlRequest {
+            action: action as i32,
+            job_ids: vec![],
+            fields: vec![],
+            uid,
+            node: n,
+            reason,
+        };
         return match ctl.client.control(req).await {
             Ok(_) => Ok(0),
             Err(s) => {

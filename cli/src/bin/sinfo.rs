@@ -5,7 +5,12 @@ use chorus_cli::{Ctl, print, run_main};
 use clap::Parser;
 
 #[derive(Debug, Parser)]
-#[command(name = "sinfo", disable_help_flag = true, disable_version_flag = true, infer_long_args = true)]
+#[command(
+    name = "sinfo",
+    disable_help_flag = true,
+    disable_version_flag = true,
+    infer_long_args = true
+)]
 struct Args {
     #[arg(short = 'h', long = "noheader")]
     noheader: bool,

@@ -6,7 +6,12 @@ use chorus_core::job::JobState;
 use clap::Parser;
 
 #[derive(Debug, Parser)]
-#[command(name = "squeue", disable_help_flag = true, disable_version_flag = true, infer_long_args = true)]
+#[command(
+    name = "squeue",
+    disable_help_flag = true,
+    disable_version_flag = true,
+    infer_long_args = true
+)]
 struct Args {
     /// Do not print a header.
     #[arg(short = 'h', long = "noheader")]
@@ -111,14 +116,16 @@ async fn list(a: Args) -> anyhow::Result<i32> {
         eprintln!("squeue: error: {e}");
         return Ok(1);
     }
-    let include_finished = all_states || states.iter().any(|s| s.is_terminal()) || !pairs.is_empty();
+    let include_finished =
+        all_states || states.iter().any(|s| s.is_terminal()) || !pairs.is_empty();
     let ids: Vec<u32> = pairs.iter().map(|p| p.0).collect();
     let (jobs, now) = ctl.jobs(ids, include_finished).await?;
     if !pairs.is_empty() && jobs.is_empty() {
         eprintln!("slurm_load_jobs error: Invalid job id specified");
         return Ok(1);
     }
-    let wanted: Option<Vec<u32>> = (!pairs.is_empty()).then(|| chorus_cli::resolve_ids(&pairs, &jobs));
+    let wanted: Option<Vec<u32>> =
+        (!pairs.is_empty()).then(|| chorus_cli::resolve_ids(&pairs, &jobs));
     let me = current_user().0;
     let users: Option<Vec<String>> = match (&a.user, a.me) {
         (_, true) => Some(vec![me]),

@@ -41,7 +41,10 @@ pub enum JobRow<'a> {
     Job(&'a Job),
     /// Two or more pending tasks of one array sharing partition, reason and hold. `first` is
     /// the lowest-numbered of them and speaks for the others; `tasks` is sorted.
-    PendingArray { first: &'a Job, tasks: Vec<u32> },
+    PendingArray {
+        first: &'a Job,
+        tasks: Vec<u32>,
+    },
 }
 
 /// The rows Slurm shows for `jobs` (in their order): the pending tasks of an array that share
@@ -221,14 +224,6 @@ pub(crate) fn group_name(gid: u32) -> String {
     match nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(gid)) {
         Ok(Some(g)) => g.name,
         _ => gid.to_string(),
-    }
-}
-
-/// The name of user `uid` (getpwuid_r through nix), or the number when it has none.
-pub(crate) fn user_name(uid: u32) -> String {
-    match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
-        Ok(Some(u)) => u.name,
-        _ => uid.to_string(),
     }
 }
 

@@ -157,7 +157,8 @@ pub fn sacct(jobs: &[Job], opts: &SacctOpts, now: u64) -> String {
     if opts.header {
         out.push_str(&line(&fields, opts.parsable, |f| f.to_owned()));
         if opts.parsable == Parsable::No {
-            let dashes: String = fields.iter().map(|(_, w)| format!("{} ", "-".repeat(*w))).collect();
+            let dashes: String =
+                fields.iter().map(|(_, w)| format!("{} ", "-".repeat(*w))).collect();
             out.push_str(&dashes);
             out.push('\n');
         }
@@ -286,7 +287,9 @@ fn job_value(field: &str, row: &JobRow<'_>, opts: &SacctOpts, now: u64) -> Strin
         "ReqMem" => format_mem_mb(mem / u64::from(num_nodes(job).max(1))),
         "Restarts" => job.restarts.to_string(),
         "Start" => iso_or(shown_start(job), tz, "Unknown"),
-        "State" if job.state == JobState::Cancelled => format!("CANCELLED by {}", cancelled_by(job)),
+        "State" if job.state == JobState::Cancelled => {
+            format!("CANCELLED by {}", cancelled_by(job))
+        }
         "State" => job.state.name().into(),
         "Submit" => iso(job.submit_time, tz),
         "SystemCPU" => cpu_time(job.usage.sys_cpu_ms),

@@ -274,10 +274,7 @@ fn node_lines(node: &Node, config: &ClusterConfig, opts: &ShowOpts) -> Vec<Strin
     }
     let mut lines = vec![
         format!("NodeName={} Arch={} CoresPerSocket=1 ", node.name, std::env::consts::ARCH),
-        format!(
-            "CPUAlloc={} CPUEfctv={} CPUTot={} CPULoad=N/A",
-            node.alloc_cpus, r.cpus, r.cpus
-        ),
+        format!("CPUAlloc={} CPUEfctv={} CPUTot={} CPULoad=N/A", node.alloc_cpus, r.cpus, r.cpus),
         "AvailableFeatures=(null)".into(),
         "ActiveFeatures=(null)".into(),
         format!("Gres={}", node_gres(node)),
@@ -315,11 +312,7 @@ fn node_lines(node: &Node, config: &ClusterConfig, opts: &ShowOpts) -> Vec<Strin
 
 /// `scontrol show partition`: one record per partition, in configuration order.
 pub fn show_partitions(config: &ClusterConfig, nodes: &[Node], opts: &ShowOpts) -> String {
-    config
-        .partitions
-        .iter()
-        .map(|p| record(&partition_lines(p, nodes), opts.one_liner))
-        .collect()
+    config.partitions.iter().map(|p| record(&partition_lines(p, nodes), opts.one_liner)).collect()
 }
 
 fn partition_lines(p: &Partition, nodes: &[Node]) -> Vec<String> {

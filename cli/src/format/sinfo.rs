@@ -138,7 +138,11 @@ pub fn sinfo(config: &ClusterConfig, nodes: &[Node], opts: &SinfoOpts, now: u64)
                     .cmp(&state_rank(a[0].slurm_state()))
                     .then(natural_cmp(&a[0].name, &b[0].name))
             });
-            groups.extend(split.into_iter().map(|(_, nodes)| Group { part: Some(p), default, nodes }));
+            groups.extend(split.into_iter().map(|(_, nodes)| Group {
+                part: Some(p),
+                default,
+                nodes,
+            }));
         }
     }
 
@@ -176,7 +180,11 @@ pub fn sinfo(config: &ClusterConfig, nodes: &[Node], opts: &SinfoOpts, now: u64)
     out
 }
 
-fn render(pieces: &[Piece], widths: &[Option<usize>], mut cell: impl FnMut(char) -> String) -> String {
+fn render(
+    pieces: &[Piece],
+    widths: &[Option<usize>],
+    mut cell: impl FnMut(char) -> String,
+) -> String {
     let mut line = String::new();
     for (p, w) in pieces.iter().zip(widths) {
         match p {
@@ -323,7 +331,10 @@ fn value(letter: char, g: &Group<'_>, _tz: Tz) -> String {
         'H' | 'u' | 'U' => "Unknown".into(),
         'l' => g.part.map_or_else(
             || "n/a".into(),
-            |p| p.max_time_min.map_or_else(|| "infinite".into(), |m| format_duration(u64::from(m) * 60)),
+            |p| {
+                p.max_time_min
+                    .map_or_else(|| "infinite".into(), |m| format_duration(u64::from(m) * 60))
+            },
         ),
         'L' => g.part.map_or_else(
             || "n/a".into(),

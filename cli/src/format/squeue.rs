@@ -28,9 +28,9 @@ use chorus_core::state::ClusterConfig;
 
 use super::timefmt::{ctime, iso};
 use super::{
-    JobRow, MemAsk, Piece, Stream, Tz, account, collapse_arrays, dependency_text, fit,
-    group_name, mem_ask, node_list, num_nodes, parse_format, qos, run_secs, shown_end,
-    shown_start, uncollapsed,
+    JobRow, MemAsk, Piece, Stream, Tz, account, collapse_arrays, dependency_text, fit, group_name,
+    mem_ask, node_list, num_nodes, parse_format, qos, run_secs, shown_end, shown_start,
+    uncollapsed,
 };
 
 /// `squeue`'s default layout.
@@ -119,10 +119,7 @@ pub fn squeue(jobs: &[Job], opts: &SqueueOpts, now: u64) -> String {
         Some(Ok(keys)) => rows.sort_by(|a, b| compare(&keys, a, b, now)),
         _ if opts.start => rows.sort_by(|a, b| {
             let (sa, sb) = (expected_start(a.job()), expected_start(b.job()));
-            sa.is_none()
-                .cmp(&sb.is_none())
-                .then(sa.cmp(&sb))
-                .then(a.raw_id().cmp(&b.raw_id()))
+            sa.is_none().cmp(&sb.is_none()).then(sa.cmp(&sb)).then(a.raw_id().cmp(&b.raw_id()))
         }),
         _ => rows.sort_by(|a, b| {
             let (ja, jb) = (a.job(), b.job());
@@ -178,12 +175,9 @@ fn layout(opts: &SqueueOpts) -> Vec<Column> {
         .into_iter()
         .map(|p| match p {
             Piece::Text(t) => Column::Text(t),
-            Piece::Field { letter, width, right, .. } => Column::Field {
-                col: Col::from_letter(letter),
-                width,
-                right,
-                suffix: String::new(),
-            },
+            Piece::Field { letter, width, right, .. } => {
+                Column::Field { col: Col::from_letter(letter), width, right, suffix: String::new() }
+            }
         })
         .collect()
 }
@@ -497,9 +491,7 @@ fn value(col: Col, row: &JobRow<'_>, now: u64, opts: &SqueueOpts) -> String {
             None => "UNLIMITED".into(),
             Some(l) => format_duration(l.saturating_sub(run_secs(job, now))),
         },
-        Col::TimeLimit => {
-            limit_secs(job).map_or_else(|| "UNLIMITED".into(), format_duration)
-        }
+        Col::TimeLimit => limit_secs(job).map_or_else(|| "UNLIMITED".into(), format_duration),
         Col::TimeUsed => format_duration(run_secs(job, now)),
         Col::Uid => spec.uid.to_string(),
         Col::User => spec.user.clone(),
@@ -594,10 +586,7 @@ mod tests {
         assert_eq!(cols[0], (Col::JobIdRaw, 20, false, String::new()));
         assert_eq!(cols[1], (Col::Name, 30, false, String::new()));
         assert_eq!(cols[2], (Col::State, 10, true, "|".into()));
-        assert_eq!(
-            parse_format_long("Bogus"),
-            Err(FormatError::UnknownField("Bogus".into()))
-        );
+        assert_eq!(parse_format_long("Bogus"), Err(FormatError::UnknownField("Bogus".into())));
     }
 
     #[test]

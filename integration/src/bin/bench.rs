@@ -74,7 +74,9 @@ fn wait_idle(timeout: Duration) -> Option<Duration> {
 
 fn rss_kb(pid: u32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse().ok())
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
 }
 
 fn main() {
@@ -107,7 +109,11 @@ fn main() {
         assert!(out.status.success(), "squeue failed");
     }
     samples.sort();
-    println!("squeue_with_{held}_pending: median {:.0} ms, max {:.0} ms", ms(samples[2]), ms(samples[4]));
+    println!(
+        "squeue_with_{held}_pending: median {:.0} ms, max {:.0} ms",
+        ms(samples[2]),
+        ms(samples[4])
+    );
     if let (Some(pid), Some(idle)) = (a.ctld_pid, idle_rss) {
         let busy = rss_kb(pid).unwrap_or(0);
         println!("controller_rss_idle: {:.1} MiB", idle as f64 / 1024.0);
