@@ -10,8 +10,9 @@
 //!        └── sacct::sacct ─────▶ default / --format / -p / -P / -X listings
 //! ```
 //!
-//! Every layout here is pinned against Slurm 22.05's output (`cli/tests/golden_format.rs`);
-//! where Slurm's output was not observed, the module docs of each command say what was assumed.
+//! The layouts the Slurm 22.05 captures show are pinned byte for byte by
+//! `cli/tests/golden_format.rs`; where Slurm's output was not observed, the module docs of each
+//! command say what was assumed.
 //! Selecting which jobs or nodes to show is the caller's business; the one piece of selection
 //! done here is Slurm's collapsing of pending array tasks into one line ([`collapse_arrays`]).
 
@@ -31,7 +32,8 @@ pub mod timefmt;
 
 pub use timefmt::Tz;
 
-/// How long Slurm pretends an UNLIMITED job will run when it must print an end time.
+/// How long an UNLIMITED job is taken to run when an end time must be printed (a year, as
+/// Slurm does as far as we know; not in the captures).
 const UNLIMITED_END_SECS: u64 = 365 * 86_400;
 
 /// One line of a job listing: a job (or array task) by itself, or the pending tasks of one

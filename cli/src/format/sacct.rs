@@ -24,6 +24,7 @@
 use chorus_core::job::{Job, JobState};
 use chorus_core::slurm::mem::format_mem_mb;
 use chorus_core::slurm::time::format_duration_hms;
+use chorus_core::state::ClusterConfig;
 
 use super::timefmt::{iso, iso_or};
 use super::{
@@ -69,7 +70,7 @@ impl Default for SacctOpts {
             parsable: Parsable::No,
             allocations: false,
             tz: Tz::Local,
-            def_mem_per_cpu: 256,
+            def_mem_per_cpu: ClusterConfig::default().def_mem_per_cpu,
         }
     }
 }

@@ -39,7 +39,11 @@ pub struct ShowOpts {
 
 impl Default for ShowOpts {
     fn default() -> Self {
-        Self { one_liner: false, tz: Tz::Local, def_mem_per_cpu: 256 }
+        Self {
+            one_liner: false,
+            tz: Tz::Local,
+            def_mem_per_cpu: ClusterConfig::default().def_mem_per_cpu,
+        }
     }
 }
 

@@ -9,8 +9,8 @@
 //! Observed layouts (`slurm-ref/observed/sinfo.txt`, `scontrol.txt`): the default
 //! `%#P %.5a %.10l %.6D %.6t %N`, `-s` `%#P %.5a %.10l %.16F %N`, `-R` `%20E %9u %19H %N`,
 //! `-N -l` (a date line, then `%#N %.6D %.#P %.11T %4c %.8z %.6m %.8d %.6w %.8f %20E`).
-//! `%#X` is as wide as the widest of its header and values (for the node list, also the
-//! partition's whole list): that gives the observed `PARTITION` and `NODELIST ` widths.
+//! `%#X` is as wide as the widest of its header and values (the node list at least one wider
+//! than its header): that gives the observed `PARTITION` and `NODELIST ` widths.
 //! Within a partition, rows go by decreasing node state (down, draining, drained, mixed,
 //! allocated, idle), as observed (`drng` before `alloc`).
 //!
@@ -147,17 +147,17 @@ pub fn sinfo(config: &ClusterConfig, nodes: &[Node], opts: &SinfoOpts, now: u64)
     }
 
     // Widths of `%#X` fields: the widest of header and values.
-    let all_nodes: Vec<&str> = sorted.iter().map(|n| n.name.as_str()).collect();
     let widths: Vec<Option<usize>> = pieces
         .iter()
         .map(|p| match p {
             Piece::Field { letter, auto: true, .. } => {
                 let mut w = header(*letter).len();
                 for g in &groups {
-                    w = w.max(value(*letter, g, opts.tz).chars().count());
+                    w = w.max(value(*letter, g).chars().count());
                 }
                 if *letter == 'N' {
-                    w = w.max(node_list(&all_nodes).len());
+                    // Observed: `NODELIST ` is one wider than its header over `node1`.
+                    w = w.max(header('N').len() + 1);
                 }
                 Some(w)
             }
@@ -175,7 +175,7 @@ pub fn sinfo(config: &ClusterConfig, nodes: &[Node], opts: &SinfoOpts, now: u64)
         out.push_str(&render(&pieces, &widths, |c| header(c).to_owned()));
     }
     for g in &groups {
-        out.push_str(&render(&pieces, &widths, |c| value(c, g, opts.tz)));
+        out.push_str(&render(&pieces, &widths, |c| value(c, g)));
     }
     out
 }
@@ -208,11 +208,11 @@ const AGGREGATES: &str = "NnoDCFA";
 fn group_key(pieces: &[Piece], g: &Group<'_>) -> String {
     let mut key = String::new();
     for p in pieces {
-        if let Piece::Field { letter, .. } = p {
-            if !AGGREGATES.contains(*letter) {
-                key.push_str(&value(*letter, g, Tz::Fixed(0)));
-                key.push('\u{1f}');
-            }
+        if let Piece::Field { letter, .. } = p
+            && !AGGREGATES.contains(*letter)
+        {
+            key.push_str(&value(*letter, g));
+            key.push('\u{1f}');
         }
     }
     key
@@ -279,7 +279,7 @@ fn min_plus(values: impl Iterator<Item = u64>) -> String {
     }
 }
 
-fn value(letter: char, g: &Group<'_>, _tz: Tz) -> String {
+fn value(letter: char, g: &Group<'_>) -> String {
     let first = g.nodes.first();
     let state = first.map(|n| n.slurm_state());
     let other = |n: &Node| {

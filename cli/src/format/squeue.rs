@@ -16,8 +16,9 @@
 //! * `-O`: `Name[:[.]WIDTH[suffix]]`, 20 wide by default, left-justified, cut to the width,
 //!   columns not separated.
 //!
-//! The default order is the man page's `P,t,-p` (partition, state, priority descending); ties
-//! go to the higher job id first, as observed for two held jobs of priority 0.
+//! The default order is the man page's `P,t,-p` (partition, state, priority descending). Ties
+//! go to the higher job id first (two held jobs of priority 0, 79 before 78) and, within one
+//! array, to the lower task first (`-r`: 82_0 ... 82_5), as observed.
 
 use std::cmp::Ordering;
 
@@ -127,7 +128,8 @@ pub fn squeue(jobs: &[Job], opts: &SqueueOpts, now: u64) -> String {
                 .cmp(&jb.partition)
                 .then(state_rank(ja.state).cmp(&state_rank(jb.state)))
                 .then(jb.priority.cmp(&ja.priority))
-                .then(b.raw_id().cmp(&a.raw_id()))
+                .then(b.array_job_id().cmp(&a.array_job_id()))
+                .then(first_task(a).cmp(&first_task(b)))
         }),
     }
     let columns = layout(opts);
@@ -543,14 +545,18 @@ fn compare(keys: &[(char, bool)], a: &JobRow<'_>, b: &JobRow<'_>, now: u64) -> O
     Ordering::Equal
 }
 
-fn compare_key(key: char, a: &JobRow<'_>, b: &JobRow<'_>, now: u64) -> Ordering {
-    let (ja, jb) = (a.job(), b.job());
-    let task = |r: &JobRow<'_>| match r {
+/// The (lowest) task index a row shows, for ordering.
+fn first_task(r: &JobRow<'_>) -> Option<u32> {
+    match r {
         JobRow::Job(j) => j.array.map(|a| a.1),
         JobRow::PendingArray { tasks, .. } => tasks.first().copied(),
-    };
+    }
+}
+
+fn compare_key(key: char, a: &JobRow<'_>, b: &JobRow<'_>, now: u64) -> Ordering {
+    let (ja, jb) = (a.job(), b.job());
     match key {
-        'i' => a.array_job_id().cmp(&b.array_job_id()).then(task(a).cmp(&task(b))),
+        'i' => a.array_job_id().cmp(&b.array_job_id()).then(first_task(a).cmp(&first_task(b))),
         'A' => a.raw_id().cmp(&b.raw_id()),
         'F' => a.array_job_id().cmp(&b.array_job_id()),
         'j' => ja.spec.name.cmp(&jb.spec.name),

@@ -110,6 +110,8 @@ fn civil(secs: i64) -> Tm {
     }
 }
 
+// `time_t` is 32 bits wide on some targets.
+#[allow(clippy::useless_conversion)]
 fn local(epoch: i64) -> Option<Tm> {
     let t: libc::time_t = epoch.try_into().ok()?;
     // SAFETY: `tm` is plain old data, so all-zero is a valid value; localtime_r only writes
