@@ -172,6 +172,23 @@ impl Cluster {
             .collect()
     }
 
+    /// Waits until `scontrol show job` gives `key=value` (pending reasons are set by the
+    /// scheduler's next pass, not by the submission itself).
+    pub fn wait_field(&self, job: &str, key: &str, value: &str, timeout: Duration) {
+        let start = Instant::now();
+        loop {
+            let v = self.field(job, key);
+            if v == value {
+                return;
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "job {job}: {key}={v:?} after {timeout:?}, wanted {value:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     pub fn field(&self, job: &str, key: &str) -> String {
         self.show_job(job).into_iter().find(|(k, _)| k == key).map(|(_, v)| v).unwrap_or_default()
     }

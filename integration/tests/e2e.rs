@@ -113,7 +113,7 @@ fn array_with_throttle_never_runs_more_than_allowed() {
 #[test]
 fn dependency_chain_orders_jobs_and_reports_never_satisfied() {
     let c = Cluster::start(ClusterOpts::default());
-    let a = c.submit(&["-o", "chain.txt", "--open-mode=append", "--wrap", "sleep 1; echo a"]);
+    let a = c.submit(&["-o", "chain.txt", "--open-mode=append", "--wrap", "sleep 3; echo a"]);
     let b = c.submit(&[
         &format!("--dependency=afterok:{a}"),
         "-o",
@@ -123,15 +123,11 @@ fn dependency_chain_orders_jobs_and_reports_never_satisfied() {
         "echo b",
     ]);
     let n = c.submit(&["-d", &format!("afternotok:{a}"), "--wrap", "echo never"]);
-    assert_eq!(c.field(&b.to_string(), "Reason"), "Dependency");
+    c.wait_field(&b.to_string(), "Reason", "Dependency", MIN);
     assert_eq!(c.wait_done(&b.to_string(), MIN), "COMPLETED");
     assert_eq!(std::fs::read_to_string(c.work().join("chain.txt")).unwrap(), "a\nb\n");
-    c.wait_state(&n.to_string(), &["PENDING"], MIN);
-    let start = std::time::Instant::now();
-    while c.field(&n.to_string(), "Reason") != "DependencyNeverSatisfied" {
-        assert!(start.elapsed() < MIN, "reason stayed {}", c.field(&n.to_string(), "Reason"));
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    c.wait_field(&n.to_string(), "Reason", "DependencyNeverSatisfied", MIN);
+    assert_eq!(c.state(&n.to_string()), "PENDING");
 }
 
 #[test]
@@ -161,7 +157,7 @@ fn scancel_cancels_running_and_pending_jobs() {
     let run = c.submit(&["--wrap", "sleep 300"]).to_string();
     let pend = c.submit(&["--wrap", "sleep 300"]).to_string();
     c.wait_state(&run, &["RUNNING"], MIN);
-    assert_eq!(c.field(&pend, "Reason"), "Resources");
+    c.wait_field(&pend, "Reason", "Resources", MIN);
     assert!(c.run("scancel", &[&pend]).status.success());
     assert_eq!(c.wait_done(&pend, MIN), "CANCELLED");
     assert!(c.run("scancel", &[&run]).status.success());
