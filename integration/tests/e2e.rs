@@ -223,7 +223,7 @@ fn acknowledged_jobs_survive_kill_9_of_the_controller() {
             .output()
             .unwrap()
     };
-    let mut ctld = start_ctld();
+    let mut ctld = KillOnDrop(start_ctld());
     let mut ids = vec![];
     let t0 = std::time::Instant::now();
     while ids.len() < 20 {
@@ -236,9 +236,9 @@ fn acknowledged_jobs_survive_kill_9_of_the_controller() {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
-    ctld.kill().unwrap(); // SIGKILL
-    ctld.wait().unwrap();
-    let mut ctld = start_ctld();
+    ctld.0.kill().unwrap(); // SIGKILL
+    ctld.0.wait().unwrap();
+    let mut ctld = KillOnDrop(start_ctld());
     let squeue = || {
         Command::new(bins.join("squeue"))
             .args(["-h", "-o", "%i %j %T %r"])
@@ -262,6 +262,16 @@ fn acknowledged_jobs_survive_kill_9_of_the_controller() {
             "missing `{want}` after restart in:\n{listing}"
         );
     }
-    ctld.kill().unwrap();
-    ctld.wait().unwrap();
+    ctld.0.kill().unwrap();
+    ctld.0.wait().unwrap();
+}
+
+/// A controller started by a test, killed even when the test fails half-way.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
