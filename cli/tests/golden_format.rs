@@ -25,7 +25,6 @@ use chorus_core::job::{ExitStatus, Job, JobId, JobSpec, NodeAlloc, PendingReason
 use chorus_core::node::{Node, NodeResources, NodeState};
 use chorus_core::slurm::array::parse_array_spec;
 use chorus_core::slurm::dependency::parse_dependency;
-use chorus_core::slurm::sbatch::OpenMode;
 use chorus_core::slurm::time::TimeLimit;
 use chorus_core::state::{ClusterConfig, ClusterState, Partition};
 
@@ -51,39 +50,7 @@ fn lines(ls: &[&str]) -> String {
 }
 
 fn spec(name: &str) -> JobSpec {
-    JobSpec {
-        name: name.into(),
-        user: "root".into(),
-        uid: 0,
-        gid: 0,
-        partition: None,
-        script: "#!/bin/sh\ntrue\n".into(),
-        script_args: vec![],
-        work_dir: WORK_DIR.into(),
-        submit_dir: WORK_DIR.into(),
-        submit_host: "localhost".into(),
-        env: vec![],
-        export_env: None,
-        ntasks: None,
-        cpus_per_task: None,
-        ntasks_per_node: None,
-        nodes: None,
-        mem: None,
-        gpus_per_node: 0,
-        gpu_type: None,
-        time_limit: None,
-        stdout: None,
-        stderr: None,
-        open_mode: OpenMode::Truncate,
-        array: None,
-        dependency: None,
-        hold: false,
-        begin: None,
-        comment: None,
-        requeue: true,
-        nice: 0,
-        other: Default::default(),
-    }
+    JobSpec::new(name, "#!/bin/sh\ntrue\n", WORK_DIR)
 }
 
 fn minutes(spec: JobSpec, m: u32) -> JobSpec {

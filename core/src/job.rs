@@ -62,6 +62,46 @@ pub struct JobSpec {
 }
 
 impl JobSpec {
+    /// A job as sbatch builds it before any option applies: root's, one task on one node,
+    /// partition default, time limit default, output `slurm-%j.out`, requeue on. Callers
+    /// override fields with struct update syntax (`JobSpec { ntasks: Some(2), ..JobSpec::new(..) }`).
+    pub fn new(name: impl Into<String>, script: impl Into<String>, dir: impl Into<String>) -> Self {
+        let dir = dir.into();
+        Self {
+            name: name.into(),
+            user: "root".into(),
+            uid: 0,
+            gid: 0,
+            partition: None,
+            script: script.into(),
+            script_args: vec![],
+            work_dir: dir.clone(),
+            submit_dir: dir,
+            submit_host: "localhost".into(),
+            env: vec![],
+            export_env: None,
+            ntasks: None,
+            cpus_per_task: None,
+            ntasks_per_node: None,
+            nodes: None,
+            mem: None,
+            gpus_per_node: 0,
+            gpu_type: None,
+            time_limit: None,
+            stdout: None,
+            stderr: None,
+            open_mode: OpenMode::Truncate,
+            array: None,
+            dependency: None,
+            hold: false,
+            begin: None,
+            comment: None,
+            requeue: true,
+            nice: 0,
+            other: BTreeMap::new(),
+        }
+    }
+
     /// Total tasks: `-n`, else one per node.
     pub fn num_tasks(&self) -> u32 {
         self.ntasks.unwrap_or_else(|| self.num_nodes() * self.ntasks_per_node.unwrap_or(1)).max(1)

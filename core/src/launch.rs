@@ -720,37 +720,9 @@ _=/usr/bin/env";
     /// `sbatch env.sh` as root from the reference capture directory.
     fn base_spec() -> JobSpec {
         JobSpec {
-            name: "env.sh".into(),
-            user: "root".into(),
-            uid: 0,
-            gid: 0,
-            partition: None,
-            script: "#!/bin/bash\nenv | sort\n".into(),
-            script_args: vec![],
-            work_dir: REF_DIR.into(),
-            submit_dir: REF_DIR.into(),
             submit_host: "vm".into(),
             env: user_env("root", "/root"),
-            export_env: None,
-            ntasks: None,
-            cpus_per_task: None,
-            ntasks_per_node: None,
-            nodes: None,
-            mem: None,
-            gpus_per_node: 0,
-            gpu_type: None,
-            time_limit: None,
-            stdout: None,
-            stderr: None,
-            open_mode: OpenMode::Truncate,
-            array: None,
-            dependency: None,
-            hold: false,
-            begin: None,
-            comment: None,
-            requeue: true,
-            nice: 0,
-            other: BTreeMap::new(),
+            ..JobSpec::new("env.sh", "#!/bin/bash\nenv | sort\n", REF_DIR)
         }
     }
 

@@ -1,51 +1,21 @@
 //! sched/fifo: placements and pending reasons for the situations Slurm users meet.
 
-use std::collections::BTreeMap;
-
 use chorus_core::fsm::{self, Applied, Command, NodeRegistration, Plan};
 use chorus_core::job::{JobSpec, PendingReason};
 use chorus_core::node::NodeResources;
 use chorus_core::plugin::Scheduler;
 use chorus_core::slurm::array::parse_array_spec;
 use chorus_core::slurm::dependency::parse_dependency;
-use chorus_core::slurm::sbatch::OpenMode;
 use chorus_core::state::{ClusterConfig, ClusterState};
 
 use super::Fifo;
 
 fn spec(name: &str) -> JobSpec {
     JobSpec {
-        name: name.into(),
         user: "alice".into(),
         uid: 1000,
         gid: 1000,
-        partition: None,
-        script: "#!/bin/sh\ntrue\n".into(),
-        script_args: vec![],
-        work_dir: "/tmp".into(),
-        submit_dir: "/tmp".into(),
-        submit_host: "login".into(),
-        env: vec![],
-        export_env: None,
-        ntasks: None,
-        cpus_per_task: None,
-        ntasks_per_node: None,
-        nodes: None,
-        mem: None,
-        gpus_per_node: 0,
-        gpu_type: None,
-        time_limit: None,
-        stdout: None,
-        stderr: None,
-        open_mode: OpenMode::Truncate,
-        array: None,
-        dependency: None,
-        hold: false,
-        begin: None,
-        comment: None,
-        requeue: true,
-        nice: 0,
-        other: BTreeMap::new(),
+        ..JobSpec::new(name, "#!/bin/sh\ntrue\n", "/tmp")
     }
 }
 
