@@ -184,6 +184,12 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
 }
 
+/// `--version`: what every command prints.
+pub fn print_version() -> anyhow::Result<i32> {
+    print(concat!("chorus ", env!("CARGO_PKG_VERSION"), " (slurm-wlm 22.05 compatible)\n"))?;
+    Ok(0)
+}
+
 /// Writes to stdout, reporting a broken pipe as an error `run_main` turns into exit 0.
 pub fn print(s: &str) -> anyhow::Result<()> {
     use std::io::Write;

@@ -26,7 +26,7 @@ use chorus_core::node::{Node, NodeResources, NodeState};
 use chorus_core::slurm::array::parse_array_spec;
 use chorus_core::slurm::dependency::parse_dependency;
 use chorus_core::slurm::time::TimeLimit;
-use chorus_core::state::{ClusterConfig, ClusterState, Partition};
+use chorus_core::state::{ClusterConfig, ClusterState};
 
 const UTC: Tz = Tz::Fixed(0);
 
@@ -64,21 +64,8 @@ struct Sim {
 
 impl Sim {
     fn new(first_job_id: JobId) -> Self {
-        let config = ClusterConfig {
-            cluster_name: "ref".into(),
-            partitions: vec![Partition {
-                name: "debug".into(),
-                nodes: None,
-                default: true,
-                max_time_min: None,
-                default_time_min: None,
-                up: true,
-            }],
-            def_mem_per_cpu: 256,
-            kill_wait_secs: 30,
-            max_array_size: 100_001,
-            first_job_id,
-        };
+        let config =
+            ClusterConfig { cluster_name: "ref".into(), first_job_id, ..ClusterConfig::default() };
         let mut sim = Sim { st: ClusterState::new(config) };
         for (name, port) in [("node1", 17001), ("node2", 17002)] {
             sim.apply(Command::RegisterNode {

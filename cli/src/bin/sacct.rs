@@ -59,8 +59,7 @@ fn main() {
 
 async fn account(a: Args) -> anyhow::Result<i32> {
     if a.version {
-        print(concat!("chorus ", env!("CARGO_PKG_VERSION"), "\n"))?;
-        return Ok(0);
+        return chorus_cli::print_version();
     }
     if let Some(f) = &a.format {
         if let Err(e) = parse_fields(f) {

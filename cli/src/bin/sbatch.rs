@@ -30,8 +30,7 @@ async fn submit(args: Vec<String>) -> anyhow::Result<i32> {
         return Ok(0);
     }
     if cl.version {
-        print(concat!("chorus ", env!("CARGO_PKG_VERSION"), " (slurm-wlm 22.05 compatible)\n"))?;
-        return Ok(0);
+        return chorus_cli::print_version();
     }
     let (script, default_name) = match (&cl.options.wrap, &cl.script) {
         (Some(cmd), _) => (

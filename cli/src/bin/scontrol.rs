@@ -79,10 +79,7 @@ async fn control(args: Vec<String>) -> anyhow::Result<i32> {
             print(&format!("Slurmctld(primary) at {} is UP\n", r.controller_addr))?;
             Ok(0)
         }
-        ["version"] | ["-v"] | ["--version"] => {
-            print(concat!("chorus ", env!("CARGO_PKG_VERSION"), "\n"))?;
-            Ok(0)
-        }
+        ["version"] | ["-v"] | ["--version"] => chorus_cli::print_version(),
         [] => {
             eprintln!(
                 "scontrol: error: no command given (show, hold, release, requeue, update, ping)"

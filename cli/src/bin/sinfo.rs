@@ -43,8 +43,7 @@ fn main() {
 
 async fn show(a: Args) -> anyhow::Result<i32> {
     if a.version {
-        print(concat!("chorus ", env!("CARGO_PKG_VERSION"), "\n"))?;
-        return Ok(0);
+        return chorus_cli::print_version();
     }
     let mut ctl = Ctl::connect().await?;
     let (mut cfg, _) = ctl.cluster().await?;

@@ -69,8 +69,7 @@ fn main() {
 
 async fn list(a: Args) -> anyhow::Result<i32> {
     if a.version {
-        print(concat!("chorus ", env!("CARGO_PKG_VERSION"), "\n"))?;
-        return Ok(0);
+        return chorus_cli::print_version();
     }
     let mut pairs = vec![];
     if let Some(j) = &a.jobs {
