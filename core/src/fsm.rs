@@ -21,7 +21,7 @@ use crate::job::{
     ExitStatus, Hold, Job, JobId, JobSpec, JobState, NodeAlloc, OutputFile, PendingReason,
     StopCause, Usage,
 };
-use crate::node::{GpuInfo, Node, NodeResources, NodeState};
+use crate::node::{Node, NodeResources, NodeState};
 use crate::slurm::time::TimeLimit;
 use crate::state::{ClusterState, DepStatus};
 
@@ -340,7 +340,8 @@ fn register_node(
 }
 
 /// Whether a pending job may start now, and if not, why. Shared by the scheduler plugins and
-/// by `apply`'s re-check so the two never disagree.
+/// by `apply`'s re-check so the two never disagree. The array throttle is checked apart
+/// ([`throttled`]): a scheduler counts running tasks once per array, not once per task.
 pub fn blocking_reason(state: &ClusterState, job: &Job, now: u64) -> Option<PendingReason> {
     if let Some(h) = job.hold {
         return Some(match h {
@@ -356,17 +357,20 @@ pub fn blocking_reason(state: &ClusterState, job: &Job, now: u64) -> Option<Pend
     if job.spec.begin.is_some_and(|b| b > now) {
         return Some(PendingReason::BeginTime);
     }
-    if let (Some((array, _)), Some(limit)) =
-        (job.array, job.spec.array.as_ref().and_then(|a| a.throttle))
-    {
-        if state.running_tasks(array) >= limit as usize {
-            return Some(PendingReason::JobArrayTaskLimit);
-        }
-    }
     if !state.config.partition(&job.partition).is_some_and(|p| p.up) {
         return Some(PendingReason::PartitionDown);
     }
     None
+}
+
+/// Whether an array task must wait for its array's `%` throttle, given how many of the
+/// array's tasks run (or are about to).
+pub fn throttled(job: &Job, running_in_array: usize) -> bool {
+    job.spec
+        .array
+        .as_ref()
+        .and_then(|a| a.throttle)
+        .is_some_and(|limit| running_in_array >= limit as usize)
 }
 
 /// Whether `alloc` fits `job` on the nodes as they are now.
@@ -379,29 +383,18 @@ pub fn placement_fits(state: &ClusterState, job: &Job, alloc: &[NodeAlloc]) -> b
     let mut seen = std::collections::BTreeSet::new();
     alloc.iter().enumerate().all(|(i, a)| {
         let Some(node) = state.nodes.get(&a.node) else { return false };
-        let want_cpus = spec.tasks_on_node(i as u32) * spec.cpus_per_task();
-        let want_mem = spec.mem_on_node(want_cpus, state.config.def_mem_per_cpu);
-        let want_mem = if want_mem == 0 { node.resources.mem_mb } else { want_mem };
+        let need = spec.need_on_node(i as u32, node.resources.mem_mb, state.config.def_mem_per_cpu);
+        let free_gpus = node.free_gpus();
+        let typed: Vec<u32> = node.gpus_of_type(spec.gpu_type.as_deref()).collect();
         seen.insert(&a.node)
             && node.accepts_work()
             && part.has_node(&node.name)
-            && a.cpus >= want_cpus
-            && a.mem_mb >= want_mem
+            && a.cpus >= need.cpus
+            && a.mem_mb >= need.mem_mb
             && a.cpus <= node.free_cpus()
             && a.mem_mb <= node.free_mem_mb()
-            && a.gpus.len() == spec.gpus_per_node as usize
-            && a.gpus.iter().all(|g| node.free_gpus().contains(g))
-            && gpu_type_ok(node, &a.gpus, spec.gpu_type.as_deref())
-    })
-}
-
-fn gpu_type_ok(node: &Node, gpus: &[u32], ty: Option<&str>) -> bool {
-    let Some(ty) = ty else { return true };
-    gpus.iter().all(|i| {
-        node.resources
-            .gpus
-            .iter()
-            .any(|g: &GpuInfo| g.index == *i && g.model.eq_ignore_ascii_case(ty))
+            && a.gpus.len() == need.gpus as usize
+            && a.gpus.iter().all(|g| free_gpus.contains(g) && typed.contains(g))
     })
 }
 
@@ -411,6 +404,7 @@ fn apply_plan(state: &mut ClusterState, plan: Plan, now: u64) -> Applied {
         let Some(job) = state.jobs.get(&p.job) else { continue };
         if job.state != JobState::Pending
             || blocking_reason(state, job, now).is_some()
+            || job.array.is_some_and(|(a, _)| throttled(job, state.running_tasks(a)))
             || !placement_fits(state, job, &p.alloc)
         {
             continue;

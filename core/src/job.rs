@@ -125,6 +125,17 @@ impl JobSpec {
         tasks / nodes + u32::from(i < tasks % nodes)
     }
 
+    /// What the `i`-th node of this job's allocation must give it. `--mem=0` asks for all of
+    /// the node's memory (`node_mem_mb`), as in Slurm.
+    pub fn need_on_node(&self, i: u32, node_mem_mb: u64, def_mem_per_cpu: u64) -> NodeNeed {
+        let cpus = self.tasks_on_node(i) * self.cpus_per_task();
+        let mem_mb = match self.mem_on_node(cpus, def_mem_per_cpu) {
+            0 => node_mem_mb,
+            m => m,
+        };
+        NodeNeed { cpus, mem_mb, gpus: self.gpus_per_node }
+    }
+
     /// Memory in MB a node must hold for this job, given the CPUs it gets there.
     pub fn mem_on_node(&self, cpus_on_node: u32, def_mem_per_cpu: u64) -> u64 {
         match self.mem {
@@ -133,6 +144,14 @@ impl JobSpec {
             None => def_mem_per_cpu * u64::from(cpus_on_node),
         }
     }
+}
+
+/// What one node of an allocation must give a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeNeed {
+    pub cpus: u32,
+    pub mem_mb: u64,
+    pub gpus: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -71,6 +71,15 @@ impl Node {
             .collect()
     }
 
+    /// Indices of this node's GPUs of model `ty` (any model when `None`), in index order.
+    pub fn gpus_of_type<'a>(&'a self, ty: Option<&'a str>) -> impl Iterator<Item = u32> + 'a {
+        self.resources
+            .gpus
+            .iter()
+            .filter(move |g| ty.is_none_or(|t| g.model.eq_ignore_ascii_case(t)))
+            .map(|g| g.index)
+    }
+
     pub fn accepts_work(&self) -> bool {
         self.state == NodeState::Up
     }

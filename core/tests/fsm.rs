@@ -267,3 +267,15 @@ fn apply_is_deterministic() {
     };
     assert_eq!(run(), run());
 }
+
+#[test]
+fn a_plan_that_breaks_an_array_throttle_is_cut_back_when_applied() {
+    let mut st = cluster();
+    let mut s = spec();
+    s.array = Some(parse_array_spec("0-3%1").unwrap());
+    submit(&mut st, s);
+    // SimpleFifo knows nothing of throttles and proposes two starts on the two free CPUs.
+    schedule(&mut st, 20);
+    assert_eq!(st.running_tasks(1), 1);
+    assert_eq!(st.nodes["node1"].alloc_cpus, 1);
+}

@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use chorus_core::fsm::{Placement, Plan, blocking_reason};
+use chorus_core::fsm::{Placement, Plan, blocking_reason, throttled};
 use chorus_core::job::{Job, NodeAlloc, PendingReason};
 use chorus_core::plugin::Scheduler;
 use chorus_core::state::ClusterState;
@@ -48,13 +48,14 @@ impl Scheduler for Fifo {
 
         let mut plan = Plan::default();
         let mut blocked_partitions: BTreeSet<&str> = BTreeSet::new();
-        let mut planned_per_array: BTreeMap<u32, usize> = BTreeMap::new();
+        // Running (or just placed) tasks per throttled array, counted once per array.
+        let mut array_running: BTreeMap<u32, usize> = BTreeMap::new();
         for job in order {
             let reason = blocking_reason(state, job, now).or_else(|| {
-                let (array, limit) = (job.array?.0, job.spec.array.as_ref()?.throttle?);
-                let running = state.running_tasks(array)
-                    + planned_per_array.get(&array).copied().unwrap_or(0);
-                (running >= limit as usize).then_some(PendingReason::JobArrayTaskLimit)
+                let (array, _) = job.array?;
+                let running =
+                    *array_running.entry(array).or_insert_with(|| state.running_tasks(array));
+                throttled(job, running).then_some(PendingReason::JobArrayTaskLimit)
             });
             let reason = match reason {
                 Some(r) => r,
@@ -64,7 +65,7 @@ impl Scheduler for Fifo {
                 None => match place(state, job, &mut free) {
                     Some(alloc) => {
                         if let Some((a, _)) = job.array {
-                            *planned_per_array.entry(a).or_default() += 1;
+                            *array_running.entry(a).or_default() += 1;
                         }
                         plan.starts.push(Placement { job: job.id, alloc });
                         continue;
@@ -100,28 +101,23 @@ fn place(
         if !part.has_node(name) {
             continue;
         }
-        let i = alloc.len() as u32;
-        let cpus = spec.tasks_on_node(i) * spec.cpus_per_task();
-        let mem = match spec.mem_on_node(cpus, state.config.def_mem_per_cpu) {
-            0 => node.resources.mem_mb,
-            m => m,
-        };
-        let gpus: Vec<u32> = f
-            .gpus
-            .iter()
-            .copied()
-            .filter(|g| {
-                spec.gpu_type.as_deref().is_none_or(|t| {
-                    node.resources
-                        .gpus
-                        .iter()
-                        .any(|x| x.index == *g && x.model.eq_ignore_ascii_case(t))
-                })
-            })
-            .take(spec.gpus_per_node as usize)
+        let need = spec.need_on_node(
+            alloc.len() as u32,
+            node.resources.mem_mb,
+            state.config.def_mem_per_cpu,
+        );
+        let gpus: Vec<u32> = node
+            .gpus_of_type(spec.gpu_type.as_deref())
+            .filter(|g| f.gpus.contains(g))
+            .take(need.gpus as usize)
             .collect();
-        if f.cpus >= cpus && f.mem_mb >= mem && gpus.len() == spec.gpus_per_node as usize {
-            alloc.push(NodeAlloc { node: (*name).to_owned(), cpus, mem_mb: mem, gpus });
+        if f.cpus >= need.cpus && f.mem_mb >= need.mem_mb && gpus.len() == need.gpus as usize {
+            alloc.push(NodeAlloc {
+                node: (*name).to_owned(),
+                cpus: need.cpus,
+                mem_mb: need.mem_mb,
+                gpus,
+            });
         }
     }
     if alloc.len() != spec.num_nodes() as usize {

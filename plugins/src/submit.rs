@@ -25,26 +25,23 @@ impl SubmitValidator for Fits {
         if nodes.is_empty() {
             return Ok(());
         }
-        let per_node_cpus = spec.tasks_on_node(0) * spec.cpus_per_task();
-        let mem = spec.mem_on_node(per_node_cpus, state.config.def_mem_per_cpu);
         let able = nodes
             .iter()
             .filter(|n| {
-                n.resources.cpus >= per_node_cpus
-                    && n.resources.mem_mb >= mem
-                    && n.resources.gpus.len() >= spec.gpus_per_node as usize
-                    && spec.gpu_type.as_deref().is_none_or(|t| {
-                        n.resources.gpus.iter().filter(|g| g.model.eq_ignore_ascii_case(t)).count()
-                            >= spec.gpus_per_node as usize
-                    })
+                let need = spec.need_on_node(0, n.resources.mem_mb, state.config.def_mem_per_cpu);
+                n.resources.cpus >= need.cpus
+                    && n.resources.mem_mb >= need.mem_mb
+                    && n.gpus_of_type(spec.gpu_type.as_deref()).count() >= need.gpus as usize
             })
             .count();
+        // With `--mem=0` (a whole node) memory is never what is missing.
+        let need = spec.need_on_node(0, 0, state.config.def_mem_per_cpu);
         if able >= spec.num_nodes() as usize {
             Ok(())
         } else if nodes.len() < spec.num_nodes() as usize {
             Err(Refusal("Node count specification invalid".into()))
         } else if spec.mem.is_some()
-            && mem > nodes.iter().map(|n| n.resources.mem_mb).max().unwrap_or(0)
+            && need.mem_mb > nodes.iter().map(|n| n.resources.mem_mb).max().unwrap_or(0)
         {
             Err(Refusal("Memory specification can not be satisfied".into()))
         } else {

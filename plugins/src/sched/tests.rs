@@ -124,3 +124,82 @@ fn a_plan_is_rechecked_when_applied() {
     assert!(st.pending.contains(&b));
     assert_eq!(st.nodes["node1"].alloc_cpus, 1);
 }
+
+fn gpu_node(st: &mut ClusterState, name: &str, models: &[&str]) {
+    let gpus = models
+        .iter()
+        .enumerate()
+        .map(|(i, m)| chorus_core::node::GpuInfo {
+            index: i as u32,
+            uuid: format!("GPU-{name}-{i}"),
+            model: (*m).into(),
+            memory_mb: 1024,
+        })
+        .collect();
+    let reg = NodeRegistration {
+        name: name.into(),
+        addr: String::new(),
+        hostname: "h".into(),
+        resources: NodeResources { cpus: 8, mem_mb: 8000, gpus },
+        boot_time: 0,
+        version: "t".into(),
+        os: "linux".into(),
+        running: vec![],
+    };
+    fsm::apply(st, Command::RegisterNode { reg: Box::new(reg), now: 1 }).unwrap();
+}
+
+#[test]
+fn gres_gpu_type_picks_gpus_of_that_model_only() {
+    let mut st = ClusterState::new(ClusterConfig::default());
+    gpu_node(&mut st, "gpu1", &["t4", "a100", "a100"]);
+    let mut s = spec("typed");
+    s.gpus_per_node = 2;
+    s.gpu_type = Some("A100".into());
+    let id = submit(&mut st, s);
+    let mut any = spec("any");
+    any.gpus_per_node = 1;
+    let other = submit(&mut st, any);
+    pass(&mut st);
+    assert_eq!(st.jobs[&id].alloc[0].gpus, vec![1, 2]);
+    assert_eq!(st.jobs[&other].alloc[0].gpus, vec![0]);
+    assert_eq!(st.nodes["gpu1"].free_gpus(), Vec::<u32>::new());
+}
+
+#[test]
+fn gpu_jobs_wait_for_resources_when_gpus_are_taken() {
+    let mut st = ClusterState::new(ClusterConfig::default());
+    gpu_node(&mut st, "gpu1", &["a100"]);
+    let mut s = spec("one");
+    s.gpus_per_node = 1;
+    let a = submit(&mut st, s.clone());
+    let b = submit(&mut st, s);
+    pass(&mut st);
+    assert!(st.active.contains(&a));
+    assert_eq!(st.jobs[&b].reason, PendingReason::Resources);
+}
+
+#[test]
+fn submit_fits_refuses_what_no_node_could_ever_hold() {
+    use chorus_core::plugin::SubmitValidator;
+    let st = cluster(2, 2);
+    let mut wide = spec("wide");
+    wide.ntasks = Some(3);
+    assert_eq!(
+        crate::submit::Fits.check(&st, &wide).unwrap_err().0,
+        "Requested node configuration is not available"
+    );
+    let mut gpu = spec("gpu");
+    gpu.gpus_per_node = 1;
+    assert!(crate::submit::Fits.check(&st, &gpu).is_err(), "no node has a GPU");
+    let mut three = spec("three");
+    three.nodes = Some(3);
+    assert_eq!(
+        crate::submit::Fits.check(&st, &three).unwrap_err().0,
+        "Node count specification invalid"
+    );
+    let mut whole = spec("whole");
+    whole.mem = Some(chorus_core::job::MemRequest::PerNode(0));
+    assert!(crate::submit::Fits.check(&st, &whole).is_ok(), "--mem=0 takes a whole node");
+    assert!(crate::submit::Fits.check(&st, &spec("small")).is_ok());
+}
