@@ -245,6 +245,32 @@ pub fn resolve_ids(pairs: &[(u32, Option<u32>)], jobs: &[Job]) -> Vec<u32> {
     out
 }
 
+/// A moment as Slurm's commands take one (`sbatch --begin`, `sacct -S/-E`): `now`,
+/// `now+N[unit]` / `now-N[unit]` (units: seconds, minutes, hours, days, weeks and their
+/// abbreviations), or a local date/time ([`parse_local_time`]).
+pub fn parse_time_arg(s: &str, now: u64) -> Option<u64> {
+    let Some(rest) = s.strip_prefix("now") else { return parse_local_time(s, now) };
+    if rest.is_empty() {
+        return Some(now);
+    }
+    let (sign, rest) = rest.split_at_checked(1)?;
+    let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+    let n: u64 = rest[..digits].parse().ok()?;
+    let unit = match &rest[digits..] {
+        "" | "s" | "sec" | "secs" | "second" | "seconds" => 1,
+        "m" | "min" | "mins" | "minute" | "minutes" => 60,
+        "h" | "hour" | "hours" => 3600,
+        "d" | "day" | "days" => 86_400,
+        "w" | "week" | "weeks" => 604_800,
+        _ => return None,
+    };
+    match sign {
+        "+" => now.checked_add(n.checked_mul(unit)?),
+        "-" => now.checked_sub(n.checked_mul(unit)?),
+        _ => None,
+    }
+}
+
 /// `YYYY-MM-DD[THH:MM[:SS]]` or `HH:MM[:SS]` (today, or tomorrow if past) in local time.
 pub fn parse_local_time(s: &str, now: u64) -> Option<u64> {
     let (date, time) = match s.split_once('T') {
@@ -284,4 +310,33 @@ pub fn parse_local_time(s: &str, now: u64) -> Option<u64> {
         at += 86_400;
     }
     Some(at as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_times_count_from_now() {
+        assert_eq!(parse_time_arg("now", 1000), Some(1000));
+        assert_eq!(parse_time_arg("now+60", 1000), Some(1060));
+        assert_eq!(parse_time_arg("now+2minutes", 1000), Some(1120));
+        assert_eq!(parse_time_arg("now-1hours", 10_000), Some(6400));
+        assert_eq!(parse_time_arg("now+1fortnight", 1000), None);
+        assert_eq!(parse_time_arg("now*3", 1000), None);
+        assert_eq!(parse_time_arg("now-5days", 10), None, "before the epoch");
+    }
+
+    #[test]
+    fn job_ids_take_slurms_forms() {
+        assert_eq!(parse_job_ids("12").unwrap(), vec![(12, None)]);
+        assert_eq!(parse_job_ids("12_3,14").unwrap(), vec![(12, Some(3)), (14, None)]);
+        assert_eq!(
+            parse_job_ids("12_[1-3]").unwrap(),
+            vec![(12, Some(1)), (12, Some(2)), (12, Some(3))]
+        );
+        assert_eq!(parse_job_ids("12_*").unwrap(), vec![(12, None)]);
+        assert!(parse_job_ids("abc").is_err());
+        assert!(parse_job_ids("12_x").is_err());
+    }
 }

@@ -82,12 +82,11 @@ impl Client for ClientService {
     async fn jobs(&self, req: Request<pb::JobsRequest>) -> Result<Response<pb::JobsReply>, Status> {
         let req = req.into_inner();
         let (jobs, now) = self.replica.read(|st| {
-            let jobs: Vec<_> = if req.job_ids.is_empty() {
-                st.jobs
-                    .values()
-                    .filter(|j| req.include_finished || !j.state.is_terminal())
-                    .cloned()
-                    .collect()
+            let jobs: Vec<_> = if req.job_ids.is_empty() && req.include_finished {
+                st.jobs.values().cloned().collect()
+            } else if req.job_ids.is_empty() {
+                // Only the indices: finished jobs pile up, the queue does not.
+                st.pending.union(&st.active).map(|id| st.jobs[id].clone()).collect()
             } else {
                 let mut out = vec![];
                 for id in &req.job_ids {

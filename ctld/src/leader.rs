@@ -27,6 +27,9 @@ pub async fn schedule_loop(
             r = applied.changed() => if r.is_err() { return },
             _ = tokio::time::sleep(max_interval) => {},
         }
+        // A burst of submissions triggers one pass, not one per submission.
+        tokio::time::sleep(min_interval).await;
+        applied.borrow_and_update();
         if !replica.is_leader() {
             continue;
         }
@@ -41,7 +44,6 @@ pub async fn schedule_loop(
         if let Err(e) = replica.propose(Command::ApplyPlan { plan, now }, vec![]).await {
             debug!(error = %e, "plan not applied");
         }
-        tokio::time::sleep(min_interval).await;
     }
 }
 

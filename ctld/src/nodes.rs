@@ -9,7 +9,7 @@
 //!   noded ──Report────▶ propose JobEnded (+ output bytes as blobs)
 //! ```
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -140,21 +140,25 @@ impl NodeService for NodeApi {
         let hub = Arc::clone(&self.hub);
         tokio::spawn(async move {
             let mut applied = replica.applied();
-            let mut last: Option<pn::AssignmentSet> = None;
+            let mut last: Option<Vec<AssignmentKey>> = None;
             loop {
-                let set = replica.read(|st| desired(st, &name));
+                // Most applied commands (a submission, a pending reason) change nothing for
+                // this node: compare the cheap key before building any launch.
                 let signals = hub.take_signals(&name);
-                let changed = last.as_ref() != Some(&set);
-                if changed || !signals.is_empty() {
-                    let mut out = set.clone();
-                    out.signals = signals
+                let set = replica.read(|st| {
+                    let key = assignment_key(st, &name);
+                    (last.as_ref() != Some(&key) || !signals.is_empty())
+                        .then(|| (desired(st, &name), key))
+                });
+                if let Some((mut set, key)) = set {
+                    set.signals = signals
                         .into_iter()
                         .map(|(job_id, signal)| pn::Signal { job_id, signal })
                         .collect();
-                    if tx.send(Ok(out)).await.is_err() {
+                    if tx.send(Ok(set)).await.is_err() {
                         break;
                     }
-                    last = Some(set);
+                    last = Some(key);
                 }
                 tokio::select! {
                     r = applied.changed() => if r.is_err() { break },
@@ -190,22 +194,30 @@ impl NodeService for NodeApi {
     }
 }
 
+/// `(job, attempt, stop)` of each batch job on a node: what its assignment set depends on.
+type AssignmentKey = (JobId, u32, bool);
+
+fn batch_jobs<'a>(
+    st: &'a chorus_core::ClusterState,
+    node: &'a str,
+) -> impl Iterator<Item = &'a chorus_core::Job> {
+    st.active
+        .iter()
+        .map(|id| &st.jobs[id])
+        .filter(move |j| j.alloc.first().is_some_and(|a| a.node == node))
+}
+
+fn assignment_key(st: &chorus_core::ClusterState, node: &str) -> Vec<AssignmentKey> {
+    batch_jobs(st, node).map(|j| (j.id, j.restarts, j.stopping.is_some())).collect()
+}
+
 /// The node's desired state: its running batch jobs, in job order.
 fn desired(st: &chorus_core::ClusterState, node: &str) -> pn::AssignmentSet {
-    let mut assignments = BTreeMap::new();
-    for id in &st.active {
-        let job = &st.jobs[id];
-        if job.alloc.first().is_some_and(|a| a.node == node) {
-            let launch = launch::prepare(st, job);
-            assignments.insert(
-                *id,
-                pn::Assignment { launch: Some((&launch).into()), stop: job.stopping.is_some() },
-            );
-        }
-    }
-    pn::AssignmentSet {
-        assignments: assignments.into_values().collect(),
-        signals: vec![],
-        kill_wait_secs: st.config.kill_wait_secs,
-    }
+    let assignments = batch_jobs(st, node)
+        .map(|job| pn::Assignment {
+            launch: Some((&launch::prepare(st, job)).into()),
+            stop: job.stopping.is_some(),
+        })
+        .collect();
+    pn::AssignmentSet { assignments, signals: vec![], kill_wait_secs: st.config.kill_wait_secs }
 }

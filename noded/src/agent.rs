@@ -94,7 +94,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl std::future::Future<Output = (
 
     // Reports go out in their own task, retried until the controller takes them.
     let reporter = {
-        let (cfg, jobs) = (Arc::clone(&cfg), Arc::clone(&jobs));
+        let cfg = Arc::clone(&cfg);
         tokio::spawn(async move {
             let mut client = connect(&cfg.controller).await;
             while let Some(f) = done_rx.recv().await {
@@ -111,7 +111,6 @@ pub async fn run(cfg: AgentConfig, shutdown: impl std::future::Future<Output = (
                         }
                     }
                 }
-                let _ = &jobs;
             }
         })
     };

@@ -27,8 +27,8 @@ fn kv(v: Vec<pb::KeyValue>) -> Vec<(String, String)> {
     v.into_iter().map(|p| (p.key, p.value)).collect()
 }
 
-fn pkv(v: &[(String, String)]) -> Vec<pb::KeyValue> {
-    v.iter().map(|(k, v)| pb::KeyValue { key: k.clone(), value: v.clone() }).collect()
+fn pkv<'a>(v: impl IntoIterator<Item = (&'a String, &'a String)>) -> Vec<pb::KeyValue> {
+    v.into_iter().map(|(k, v)| pb::KeyValue { key: k.clone(), value: v.clone() }).collect()
 }
 
 const MAX_SCRIPT_BYTES: usize = 4 * 1024 * 1024;
@@ -122,7 +122,7 @@ impl From<&JobSpec> for pb::JobSpec {
             work_dir: s.work_dir.clone(),
             submit_dir: s.submit_dir.clone(),
             submit_host: s.submit_host.clone(),
-            env: pkv(&s.env),
+            env: pkv(s.env.iter().map(|(k, v)| (k, v))),
             export_env: s.export_env.clone(),
             ntasks: s.ntasks,
             cpus_per_task: s.cpus_per_task,
@@ -149,11 +149,7 @@ impl From<&JobSpec> for pb::JobSpec {
             comment: s.comment.clone(),
             requeue: s.requeue,
             nice: s.nice,
-            other: s
-                .other
-                .iter()
-                .map(|(k, v)| pb::KeyValue { key: k.clone(), value: v.clone() })
-                .collect(),
+            other: pkv(&s.other),
         }
     }
 }

@@ -99,7 +99,7 @@ async fn account(a: Args) -> anyhow::Result<i32> {
     let (jobs, now) = ctl.jobs(ids, true).await?;
     let window_start = match &a.start {
         Some(s) => Some(
-            time_arg(s, now)
+            chorus_cli::parse_time_arg(s, now)
                 .ok_or_else(|| anyhow::anyhow!("Invalid time specification (pos 0): {s}"))?,
         ),
         // Slurm's default without -j: jobs since midnight today.
@@ -108,7 +108,7 @@ async fn account(a: Args) -> anyhow::Result<i32> {
     };
     let window_end = match &a.end {
         Some(s) => Some(
-            time_arg(s, now)
+            chorus_cli::parse_time_arg(s, now)
                 .ok_or_else(|| anyhow::anyhow!("Invalid time specification (pos 0): {s}"))?,
         ),
         None => None,
@@ -152,26 +152,4 @@ async fn account(a: Args) -> anyhow::Result<i32> {
 fn midnight(now: u64) -> u64 {
     let tm = timefmt::broken_down(now, timefmt::Tz::Local);
     now - (u64::from(tm.hour) * 3600 + u64::from(tm.minute) * 60 + u64::from(tm.second))
-}
-
-/// `YYYY-MM-DD[THH:MM[:SS]]`, `now[-N{seconds,minutes,hours,days}]`, or epoch seconds.
-fn time_arg(s: &str, now: u64) -> Option<u64> {
-    if let Some(rest) = s.strip_prefix("now") {
-        if rest.is_empty() {
-            return Some(now);
-        }
-        let rest = rest.strip_prefix('-')?;
-        let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
-        let n: u64 = digits.parse().ok()?;
-        let unit = match &rest[digits.len()..] {
-            "" | "s" | "seconds" => 1,
-            "minutes" | "m" => 60,
-            "hours" | "h" => 3600,
-            "days" | "d" => 86400,
-            "weeks" => 604_800,
-            _ => return None,
-        };
-        return now.checked_sub(n * unit);
-    }
-    chorus_cli::parse_local_time(s, now)
 }

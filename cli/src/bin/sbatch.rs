@@ -236,31 +236,13 @@ fn build_spec(
     })
 }
 
-/// `--begin`: `now+N[seconds|minutes|hours|days]`, `HH:MM[:SS]`, `YYYY-MM-DD[THH:MM[:SS]]`.
+/// `--begin`: a moment as Slurm's commands take it ([`chorus_cli::parse_time_arg`]).
 fn parse_begin(s: &str) -> Result<u64, String> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let bad = || format!("Invalid time specification {s}");
-    if let Some(rest) = s.strip_prefix("now") {
-        if rest.is_empty() {
-            return Ok(now);
-        }
-        let rest = rest.strip_prefix('+').ok_or_else(bad)?;
-        let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
-        let n: u64 = digits.parse().map_err(|_| bad())?;
-        let unit = match &rest[digits.len()..] {
-            "" | "s" | "sec" | "secs" | "second" | "seconds" => 1,
-            "m" | "min" | "mins" | "minute" | "minutes" => 60,
-            "h" | "hour" | "hours" => 3600,
-            "d" | "day" | "days" => 86400,
-            "w" | "week" | "weeks" => 604_800,
-            _ => return Err(bad()),
-        };
-        return Ok(now + n * unit);
-    }
-    chorus_cli::parse_local_time(s, now).ok_or_else(bad)
+    chorus_cli::parse_time_arg(s, now).ok_or_else(|| format!("Invalid time specification {s}"))
 }
 
 const USAGE: &str = "Usage: sbatch [OPTIONS(0)...] [ : [OPTIONS(N)...]] script(0) [args(0)...]\n\
