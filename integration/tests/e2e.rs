@@ -209,9 +209,12 @@ fn acknowledged_jobs_survive_kill_9_of_the_controller() {
                 &dir.path().join("ctld").display().to_string(),
                 "--listen",
                 &addr,
+                // Small, so the restart goes through a snapshot *and* the log after it.
+                "--snapshot-every",
+                "6",
             ])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("ctld.log")).unwrap())
             .spawn()
             .unwrap()
     };
@@ -255,6 +258,8 @@ fn acknowledged_jobs_survive_kill_9_of_the_controller() {
         assert!(t0.elapsed() < MIN, "ctld did not come back: {}", stderr(&o));
         std::thread::sleep(Duration::from_millis(100));
     };
+    let log = std::fs::read_to_string(dir.path().join("ctld.log")).unwrap();
+    assert!(log.contains("restored snapshot"), "the restart did not go through a snapshot:\n{log}");
     for (n, id) in ids.iter().enumerate() {
         let want = format!("{id} durable{n} PENDING JobHeldUser");
         assert!(
@@ -274,4 +279,121 @@ impl Drop for KillOnDrop {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+#[test]
+fn gpus_are_allocated_exported_and_refused_beyond_what_nodes_have() {
+    let c = Cluster::start(ClusterOpts {
+        nodes: 1,
+        node_cpus: 4,
+        node_gpus: Some(2),
+        ..Default::default()
+    });
+    let id = c.submit(&[
+        "--gres=gpu:1",
+        "-o",
+        "g1.out",
+        "--wrap",
+        "echo $CUDA_VISIBLE_DEVICES $SLURM_GPUS_ON_NODE",
+    ]);
+    let two =
+        c.submit(&["--gpus-per-node=2", "-o", "g2.out", "--wrap", "echo $CUDA_VISIBLE_DEVICES"]);
+    assert_eq!(c.wait_done(&id.to_string(), MIN), "COMPLETED");
+    assert_eq!(c.wait_done(&two.to_string(), MIN), "COMPLETED");
+    assert_eq!(std::fs::read_to_string(c.work().join("g1.out")).unwrap(), "0 1\n");
+    assert_eq!(std::fs::read_to_string(c.work().join("g2.out")).unwrap(), "0,1\n");
+    let o = c.run("sbatch", &["--gres=gpu:3", "--wrap", "true"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("Requested node configuration is not available"), "{}", stderr(&o));
+    let node = stdout(&c.run("scontrol", &["show", "node", "node1"]));
+    assert!(node.contains("Gres=gpu:"), "{node}");
+}
+
+#[test]
+fn outputs_travel_over_the_api_when_the_node_cannot_see_the_working_directory() {
+    let c = Cluster::start(ClusterOpts::default());
+    // A directory the node cannot reach (it does not exist here): the job runs in the
+    // node's staging directory and its output comes back through the controller.
+    let remote = c.dir.path().join("elsewhere");
+    let id = c.submit(&[
+        "-D",
+        &remote.display().to_string(),
+        "--wrap",
+        "echo from $SLURM_JOB_ID; echo oops >&2",
+    ]);
+    assert_eq!(c.wait_done(&id.to_string(), MIN), "COMPLETED");
+    let file = remote.join(format!("slurm-{id}.out"));
+    assert!(!file.exists(), "nothing on the submit side before it is fetched");
+    let o = c.run("chorus", &["output", &id.to_string()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o).trim(), file.display().to_string());
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), format!("from {id}\noops\n"));
+    // Fetching again rewrites nothing.
+    assert_eq!(stdout(&c.run("chorus", &["output", &id.to_string()])), "");
+}
+
+#[test]
+fn scontrol_hold_release_update_and_requeue() {
+    let c =
+        Cluster::start(ClusterOpts { nodes: 1, node_cpus: 1, kill_wait: 1, ..Default::default() });
+    let held = c.submit(&["-H", "--wrap", "true"]).to_string();
+    c.wait_field(&held, "Reason", "JobHeldUser", MIN);
+    assert!(
+        c.run("scontrol", &["update", &format!("JobId={held}"), "TimeLimit=5", "JobName=renamed"])
+            .status
+            .success()
+    );
+    assert_eq!(c.field(&held, "TimeLimit"), "00:05:00");
+    assert_eq!(c.field(&held, "JobName"), "renamed");
+    assert!(c.run("scontrol", &["release", &held]).status.success());
+    assert_eq!(c.wait_done(&held, MIN), "COMPLETED");
+
+    let pend = c.submit(&["--wrap", "true"]).to_string();
+    assert!(c.run("scontrol", &["hold", &pend]).status.success());
+    c.wait_field(&pend, "JobState", "PENDING", MIN);
+    assert!(c.field(&pend, "Reason").starts_with("JobHeld"), "{}", c.field(&pend, "Reason"));
+    assert!(c.run("scontrol", &["release", &pend]).status.success());
+    assert_eq!(c.wait_done(&pend, MIN), "COMPLETED");
+
+    let run = c.submit(&["--wrap", "sleep 300"]).to_string();
+    c.wait_state(&run, &["RUNNING"], MIN);
+    assert!(c.run("scontrol", &["requeue", &run]).status.success());
+    c.wait_field(&run, "Restarts", "1", MIN);
+    c.wait_state(&run, &["RUNNING"], MIN);
+    let o = c.run("scontrol", &["update", "JobId=999999", "TimeLimit=5"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("Invalid job id specified"), "{}", stderr(&o));
+    assert!(c.run("scancel", &[&run]).status.success());
+    assert_eq!(c.wait_done(&run, MIN), "CANCELLED");
+}
+
+#[test]
+fn scancel_signal_reaches_the_job_without_ending_it() {
+    let c = Cluster::start(ClusterOpts { kill_wait: 1, ..Default::default() });
+    let id = c.submit(&[
+        "-o",
+        "sig.out",
+        "--wrap",
+        "trap 'echo got USR1' USR1; echo ready; while :; do sleep 0.2; done",
+    ]);
+    let id = id.to_string();
+    c.wait_state(&id, &["RUNNING"], MIN);
+    let out = c.work().join("sig.out");
+    let t0 = std::time::Instant::now();
+    while !std::fs::read_to_string(&out).unwrap_or_default().contains("ready") {
+        assert!(t0.elapsed() < MIN, "job never became ready");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(c.run("scancel", &["--signal=USR1", &id]).status.success());
+    while !std::fs::read_to_string(&out).unwrap_or_default().contains("got USR1") {
+        assert!(
+            t0.elapsed() < MIN,
+            "USR1 never arrived: {}",
+            std::fs::read_to_string(&out).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(c.state(&id), "RUNNING", "a signal alone does not end the job");
+    assert!(c.run("scancel", &[&id]).status.success());
+    assert_eq!(c.wait_done(&id, MIN), "CANCELLED");
 }
