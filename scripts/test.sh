@@ -17,6 +17,9 @@ for crate in chorus-core chorus-plugins; do
   fi
 done
 
+echo "== clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+
 echo "== build (binaries are needed by the end-to-end tests)"
 cargo build --workspace --bins
 

@@ -207,18 +207,18 @@ pub fn check_submit(state: &ClusterState, spec: &JobSpec) -> Result<String, Reje
             .default_partition()
             .ok_or_else(|| Rejected::UnknownPartition("(default)".into()))?,
     };
-    if let (Some(TimeLimit::Minutes(m)), Some(max)) = (spec.time_limit, partition.max_time_min) {
-        if m > max {
-            return Err(Rejected::TimeLimit);
-        }
+    if let (Some(TimeLimit::Minutes(m)), Some(max)) = (spec.time_limit, partition.max_time_min)
+        && m > max
+    {
+        return Err(Rejected::TimeLimit);
     }
     if let (Some(TimeLimit::Unlimited), Some(_)) = (spec.time_limit, partition.max_time_min) {
         return Err(Rejected::TimeLimit);
     }
-    if let Some(a) = &spec.array {
-        if a.tasks.is_empty() || a.tasks.iter().any(|t| *t >= state.config.max_array_size) {
-            return Err(Rejected::Array);
-        }
+    if let Some(a) = &spec.array
+        && (a.tasks.is_empty() || a.tasks.iter().any(|t| *t >= state.config.max_array_size))
+    {
+        return Err(Rejected::Array);
     }
     if let Some(dep) = &spec.dependency {
         for c in &dep.conditions {
@@ -426,12 +426,13 @@ fn apply_plan(state: &mut ClusterState, plan: Plan, now: u64) -> Applied {
         started.push(p.job);
     }
     for (id, reason) in plan.reasons {
-        if let Some(job) = state.jobs.get_mut(&id) {
-            if job.state == JobState::Pending && job.hold.is_none() {
-                job.reason = reason;
-                if matches!(reason, PendingReason::Priority | PendingReason::Resources) {
-                    job.eligible_time.get_or_insert(now);
-                }
+        if let Some(job) = state.jobs.get_mut(&id)
+            && job.state == JobState::Pending
+            && job.hold.is_none()
+        {
+            job.reason = reason;
+            if matches!(reason, PendingReason::Priority | PendingReason::Resources) {
+                job.eligible_time.get_or_insert(now);
             }
         }
     }
@@ -617,16 +618,16 @@ fn requeue(state: &mut ClusterState, jobs: &[JobId], now: u64) -> Result<Applied
 
 fn update(state: &mut ClusterState, jobs: &[JobId], u: &JobUpdate) -> Result<Applied, Rejected> {
     known(state, jobs)?;
-    if let Some(p) = &u.partition {
-        if state.config.partition(p).is_none() {
-            return Err(Rejected::UnknownPartition(p.clone()));
-        }
+    if let Some(p) = &u.partition
+        && state.config.partition(p).is_none()
+    {
+        return Err(Rejected::UnknownPartition(p.clone()));
     }
     let pending_only = u.partition.is_some() || u.ntasks.is_some() || u.cpus_per_task.is_some();
-    if pending_only {
-        if let Some(id) = jobs.iter().find(|id| state.jobs[id].state != JobState::Pending) {
-            return Err(Rejected::NotPending(*id));
-        }
+    if pending_only
+        && let Some(id) = jobs.iter().find(|id| state.jobs[id].state != JobState::Pending)
+    {
+        return Err(Rejected::NotPending(*id));
     }
     for id in jobs {
         let job = state.jobs.get_mut(id).expect("known");

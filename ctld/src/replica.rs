@@ -333,10 +333,10 @@ impl Replica {
                         _ => None,
                     };
                     let r = fsm::apply(&mut self.state.write().expect("state lock"), cmd);
-                    if let (Ok(_), Some(job)) = (&r, ended_job) {
-                        if !blobs.is_empty() {
-                            self.store.put_outputs(job, &blobs)?;
-                        }
+                    if let (Ok(_), Some(job)) = (&r, ended_job)
+                        && !blobs.is_empty()
+                    {
+                        self.store.put_outputs(job, &blobs)?;
                     }
                     r.map_err(ProposeError::from)
                 }

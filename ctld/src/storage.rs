@@ -99,9 +99,7 @@ impl SledStorage {
 
     /// Sets the initial voters of a new group.
     pub fn bootstrap(&self, voters: Vec<u64>) -> Result<(), StoreError> {
-        let mut cs = ConfState::default();
-        cs.voters = voters;
-        self.set_conf_state(cs)?;
+        self.set_conf_state(ConfState { voters, ..Default::default() })?;
         self.db.flush()?;
         Ok(())
     }

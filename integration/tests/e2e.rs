@@ -348,23 +348,25 @@ fn scontrol_hold_release_update_and_requeue() {
     assert!(c.run("scontrol", &["release", &held]).status.success());
     assert_eq!(c.wait_done(&held, MIN), "COMPLETED");
 
-    let pend = c.submit(&["--wrap", "true"]).to_string();
-    assert!(c.run("scontrol", &["hold", &pend]).status.success());
-    c.wait_field(&pend, "JobState", "PENDING", MIN);
-    assert!(c.field(&pend, "Reason").starts_with("JobHeld"), "{}", c.field(&pend, "Reason"));
-    assert!(c.run("scontrol", &["release", &pend]).status.success());
-    assert_eq!(c.wait_done(&pend, MIN), "COMPLETED");
-
+    // One CPU: while `run` holds it, `pend` stays pending and can be held.
     let run = c.submit(&["--wrap", "sleep 300"]).to_string();
     c.wait_state(&run, &["RUNNING"], MIN);
+    let pend = c.submit(&["--wrap", "true"]).to_string();
+    assert!(c.run("scontrol", &["hold", &pend]).status.success());
+    assert!(c.field(&pend, "Reason").starts_with("JobHeld"), "{}", c.field(&pend, "Reason"));
+    assert_eq!(c.field(&pend, "Priority"), "0");
+
     assert!(c.run("scontrol", &["requeue", &run]).status.success());
     c.wait_field(&run, "Restarts", "1", MIN);
     c.wait_state(&run, &["RUNNING"], MIN);
     let o = c.run("scontrol", &["update", "JobId=999999", "TimeLimit=5"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("Invalid job id specified"), "{}", stderr(&o));
+
+    assert!(c.run("scontrol", &["release", &pend]).status.success());
     assert!(c.run("scancel", &[&run]).status.success());
     assert_eq!(c.wait_done(&run, MIN), "CANCELLED");
+    assert_eq!(c.wait_done(&pend, MIN), "COMPLETED");
 }
 
 #[test]

@@ -266,10 +266,10 @@ fn reconcile(
     for s in set.signals {
         let sig = Signal::try_from(s.signal);
         for (key, r) in &j.running {
-            if key.0 == s.job_id {
-                if let Ok(sig) = sig {
-                    r.pg.signal(sig);
-                }
+            if key.0 == s.job_id
+                && let Ok(sig) = sig
+            {
+                r.pg.signal(sig);
             }
         }
     }

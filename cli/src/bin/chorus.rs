@@ -219,15 +219,9 @@ fn serve_until_stopped(a: &UpArgs, conf_path: &Path, daemons: &mut [Daemon]) -> 
     }
     println!("Chorus cluster up: 1 controller, {} node(s); state in {}", a.nodes, a.dir.display());
     println!("export CHORUS_CONF={}", conf_path.display());
-    loop {
-        match set.wait() {
-            Ok(sig) => {
-                eprintln!("chorus: {sig:?}: stopping the cluster");
-                return Ok(());
-            }
-            Err(e) => anyhow::bail!("waiting for signals: {e}"),
-        }
-    }
+    let sig = set.wait().map_err(|e| anyhow::anyhow!("waiting for signals: {e}"))?;
+    eprintln!("chorus: {sig:?}: stopping the cluster");
+    Ok(())
 }
 
 fn stop_all(daemons: &mut [Daemon]) {

@@ -61,11 +61,11 @@ async fn account(a: Args) -> anyhow::Result<i32> {
     if a.version {
         return chorus_cli::print_version();
     }
-    if let Some(f) = &a.format {
-        if let Err(e) = parse_fields(f) {
-            eprintln!("sacct: error: {e}");
-            return Ok(1);
-        }
+    if let Some(f) = &a.format
+        && let Err(e) = parse_fields(f)
+    {
+        eprintln!("sacct: error: {e}");
+        return Ok(1);
     }
     let mut pairs = vec![];
     if let Some(j) = &a.jobs {

@@ -4,11 +4,7 @@ use raft::eraftpb::{Entry, HardState};
 use super::SledStorage;
 
 fn entry(index: u64, term: u64) -> Entry {
-    let mut e = Entry::default();
-    e.index = index;
-    e.term = term;
-    e.data = format!("cmd-{index}").into_bytes().into();
-    e
+    Entry { index, term, data: format!("cmd-{index}").into_bytes().into(), ..Default::default() }
 }
 
 #[test]
@@ -17,9 +13,7 @@ fn entries_and_hard_state_survive_reopen() {
     {
         let s = SledStorage::open(dir.path()).unwrap();
         s.bootstrap(vec![1]).unwrap();
-        let mut hs = HardState::default();
-        hs.term = 2;
-        hs.commit = 3;
+        let hs = HardState { term: 2, commit: 3, ..Default::default() };
         s.persist(&[entry(1, 1), entry(2, 2), entry(3, 2)], Some(&hs), true).unwrap();
     }
     let s = SledStorage::open(dir.path()).unwrap();
