@@ -102,6 +102,16 @@ impl JobSpec {
         }
     }
 
+    /// Moves the script and environment out (see [`JobInputs`]).
+    pub fn take_inputs(&mut self) -> JobInputs {
+        JobInputs { script: std::mem::take(&mut self.script), env: std::mem::take(&mut self.env) }
+    }
+
+    /// A copy of the script and environment, leaving the spec whole.
+    pub fn inputs(&self) -> JobInputs {
+        JobInputs { script: self.script.clone(), env: self.env.clone() }
+    }
+
     /// Total tasks: `-n`, else one per node.
     pub fn num_tasks(&self) -> u32 {
         self.ntasks.unwrap_or_else(|| self.num_nodes() * self.ntasks_per_node.unwrap_or(1)).max(1)
@@ -143,6 +153,23 @@ impl JobSpec {
             Some(MemRequest::PerCpu(mb)) => mb * u64::from(cpus_on_node),
             None => def_mem_per_cpu * u64::from(cpus_on_node),
         }
+    }
+}
+
+/// The bulky part of a submission: the script and the exported environment. They travel in
+/// the log with the `Submit` command, but the controller keeps them out of the in-memory state
+/// (a pending job costs what its scheduling needs, not its environment) and hands them to
+/// [`crate::launch::prepare`] when the job starts. Array tasks share their array's inputs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobInputs {
+    pub script: String,
+    pub env: Vec<(String, String)>,
+}
+
+impl JobInputs {
+    /// The id the inputs of `job` are kept under: the array job id for array tasks.
+    pub fn key(job: &Job) -> JobId {
+        job.array.map_or(job.id, |(array, _)| array)
     }
 }
 

@@ -5,7 +5,7 @@
 //! ```text
 //!   ClusterState + Job (Running, alloc[0] = batch node)
 //!        │
-//!        ├── batch_environment ──▶ user's exported env (spec.env) + Slurm's variables on top
+//!        ├── batch_environment ──▶ user's exported env (JobInputs) + Slurm's variables on top
 //!        ├── output_paths ───────▶ -o/-e patterns (or slurm-%j.out, slurm-%A_%a.out)
 //!        │                         expanded, made absolute against the working directory
 //!        ▼
@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::job::{Job, JobId, JobSpec, MemRequest, NodeAlloc};
+use crate::job::{Job, JobId, JobInputs, JobSpec, MemRequest, NodeAlloc};
 use crate::slurm::hostlist;
 use crate::slurm::pattern::{PatternVars, default_output_pattern, expand_pattern};
 use crate::slurm::sbatch::OpenMode;
@@ -68,8 +68,8 @@ pub struct LaunchSpec {
 }
 
 /// Builds the launch of `job` (which must be Running with an allocation) for its batch node
-/// (`alloc[0]`).
-pub fn prepare(state: &ClusterState, job: &Job) -> LaunchSpec {
+/// (`alloc[0]`), with the script and environment the controller kept for it.
+pub fn prepare(state: &ClusterState, job: &Job, inputs: &JobInputs) -> LaunchSpec {
     debug_assert!(!job.alloc.is_empty(), "job {} has no allocation to launch on", job.id);
     let spec = &job.spec;
     let (stdout_path, stderr_path) = output_paths(job);
@@ -77,10 +77,10 @@ pub fn prepare(state: &ClusterState, job: &Job) -> LaunchSpec {
     LaunchSpec {
         job_id: job.id,
         attempt: job.restarts,
-        script: spec.script.clone(),
+        script: inputs.script.clone(),
         args: spec.script_args.clone(),
         work_dir: spec.work_dir.clone(),
-        env: batch_environment(state, job),
+        env: batch_environment(state, job, &inputs.env),
         stdout_path,
         stderr_path,
         open_append: matches!(spec.open_mode, OpenMode::Append),
@@ -97,7 +97,7 @@ pub fn prepare(state: &ClusterState, job: &Job) -> LaunchSpec {
 }
 
 /// Slurm's batch environment for the job, on top of the user's exported environment
-/// (`job.spec.env`, already filtered by `--export` on the client side). Slurm's variables
+/// (`user_env`: the job's [`JobInputs::env`], already filtered by `--export` on the client side). Slurm's variables
 /// override the user's of the same name. Sorted by name.
 ///
 /// Left to the node, which alone knows them at exec time:
@@ -122,9 +122,13 @@ pub fn prepare(state: &ClusterState, job: &Job) -> LaunchSpec {
 /// * `SLURM_TASK_PID`: see above (the node adds it).
 ///
 /// Shell-maintained variables (`SHLVL`, `_`) are the interpreter's business.
-pub fn batch_environment(state: &ClusterState, job: &Job) -> Vec<(String, String)> {
+pub fn batch_environment(
+    state: &ClusterState,
+    job: &Job,
+    user_env: &[(String, String)],
+) -> Vec<(String, String)> {
     let spec = &job.spec;
-    let mut env: BTreeMap<String, String> = spec.env.iter().cloned().collect();
+    let mut env: BTreeMap<String, String> = user_env.iter().cloned().collect();
     let mut set = |k: &str, v: String| {
         env.insert(k.to_owned(), v);
     };
@@ -789,7 +793,7 @@ _=/usr/bin/env";
     }
 
     fn env_of(state: &ClusterState, job: &Job) -> BTreeMap<String, String> {
-        as_map(&batch_environment(state, job))
+        as_map(&batch_environment(state, job, &job.spec.env))
     }
 
     #[test]
@@ -995,7 +999,7 @@ _=/usr/bin/env";
         );
         spec.work_dir = "/tmp/slurm-ref-capture/sub".into();
         let (state, job) = running(7, &[("node1", 0)], spec, vec![on("node1", 1, 256, &[])]);
-        let env = batch_environment(&state, &job);
+        let env = batch_environment(&state, &job, &job.spec.env);
         let map = as_map(&env);
         assert_eq!(map["SLURM_JOB_ID"], "7");
         assert_eq!(map["FOO"], "bar");
@@ -1035,7 +1039,7 @@ _=/usr/bin/env";
         let (mut state, job) =
             running(1, &[("node1", 0)], base_spec(), vec![on("node1", 1, 256, &[])]);
         assert!(!env_of(&state, &job).contains_key("SLURM_RESTART_COUNT"));
-        assert_eq!(prepare(&state, &job).attempt, 0);
+        assert_eq!(prepare(&state, &job, &job.spec.inputs()).attempt, 0);
         fsm::apply(&mut state, Command::Requeue { jobs: vec![job.id], now: 30 }).expect("requeue");
         let report = fsm::JobReport {
             job: job.id,
@@ -1052,7 +1056,7 @@ _=/usr/bin/env";
         start(&mut state, job.id, vec![on("node1", 1, 256, &[])]);
         let job = &state.jobs[&job.id];
         assert_eq!(env_of(&state, job)["SLURM_RESTART_COUNT"], "1");
-        assert_eq!(prepare(&state, job).attempt, 1);
+        assert_eq!(prepare(&state, job, &job.spec.inputs()).attempt, 1);
     }
 
     #[test]
@@ -1068,14 +1072,14 @@ _=/usr/bin/env";
         };
         let alloc = vec![on("node2", 2, 512, &[1]), on("node1", 1, 256, &[0])];
         let (state, job) = running(5, &[("node1", 2), ("node2", 2)], spec, alloc);
-        let launch = prepare(&state, &job);
+        let launch = prepare(&state, &job, &job.spec.inputs());
         let want = LaunchSpec {
             job_id: 5,
             attempt: 0,
             script: "#!/bin/bash\nenv | sort\n".into(),
             args: vec!["a".into(), "b c".into()],
             work_dir: REF_DIR.into(),
-            env: batch_environment(&state, &job),
+            env: batch_environment(&state, &job, &job.spec.env),
             stdout_path: format!("{REF_DIR}/slurm-5.out"),
             stderr_path: format!("{REF_DIR}/slurm-5.out"),
             open_append: true,
@@ -1101,7 +1105,7 @@ _=/usr/bin/env";
     #[test]
     fn default_time_limit_is_unlimited_and_truncates() {
         let (state, job) = running(1, &[("node1", 0)], base_spec(), vec![on("node1", 1, 256, &[])]);
-        let launch = prepare(&state, &job);
+        let launch = prepare(&state, &job, &job.spec.inputs());
         assert_eq!(launch.time_limit_secs, None);
         assert!(!launch.open_append);
     }

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chorus_core::fsm::{Command, NodeRegistration};
-use chorus_core::job::JobId;
+use chorus_core::job::{JobId, JobInputs};
 use chorus_core::launch;
 use chorus_core::node::NodeState;
 use chorus_proto::WireError;
@@ -27,6 +27,7 @@ use tracing::{info, warn};
 
 use crate::client_service::status_of;
 use crate::replica::ReplicaHandle;
+use crate::storage::SledStorage;
 
 /// In-memory, per-controller knowledge about nodes.
 pub struct NodeHub {
@@ -80,6 +81,7 @@ impl Default for NodeHub {
 
 pub struct NodeApi {
     pub replica: ReplicaHandle,
+    pub store: SledStorage,
     pub hub: Arc<NodeHub>,
     pub clock: fn() -> u64,
 }
@@ -138,6 +140,7 @@ impl NodeService for NodeApi {
         self.hub.wake.lock().expect("lock").insert(name.clone(), wake_tx);
         let replica = self.replica.clone();
         let hub = Arc::clone(&self.hub);
+        let store = self.store.clone();
         tokio::spawn(async move {
             let mut applied = replica.applied();
             let mut last: Option<Vec<AssignmentKey>> = None;
@@ -148,7 +151,7 @@ impl NodeService for NodeApi {
                 let set = replica.read(|st| {
                     let key = assignment_key(st, &name);
                     (last.as_ref() != Some(&key) || !signals.is_empty())
-                        .then(|| (desired(st, &name), key))
+                        .then(|| (desired(st, &name, &store), key))
                 });
                 if let Some((mut set, key)) = set {
                     set.signals = signals
@@ -211,12 +214,23 @@ fn assignment_key(st: &chorus_core::ClusterState, node: &str) -> Vec<AssignmentK
     batch_jobs(st, node).map(|j| (j.id, j.restarts, j.stopping.is_some())).collect()
 }
 
-/// The node's desired state: its running batch jobs, in job order.
-fn desired(st: &chorus_core::ClusterState, node: &str) -> pn::AssignmentSet {
+/// The node's desired state: its running batch jobs, in job order, each with the script and
+/// environment kept for it in sled.
+fn desired(st: &chorus_core::ClusterState, node: &str, store: &SledStorage) -> pn::AssignmentSet {
     let assignments = batch_jobs(st, node)
-        .map(|job| pn::Assignment {
-            launch: Some((&launch::prepare(st, job)).into()),
-            stop: job.stopping.is_some(),
+        .filter_map(|job| match store.inputs(JobInputs::key(job)) {
+            Ok(Some(inputs)) => Some(pn::Assignment {
+                launch: Some((&launch::prepare(st, job, &inputs)).into()),
+                stop: job.stopping.is_some(),
+            }),
+            Ok(None) => {
+                warn!(job = job.id, "no script stored for a running job: not launched");
+                None
+            }
+            Err(e) => {
+                warn!(job = job.id, error = %e, "cannot read a running job's script: not launched");
+                None
+            }
         })
         .collect();
     pn::AssignmentSet { assignments, signals: vec![], kill_wait_secs: st.config.kill_wait_secs }

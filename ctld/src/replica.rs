@@ -327,16 +327,25 @@ impl Replica {
             let decoded: Result<(LogEntry, usize), _> =
                 bincode::serde::decode_from_slice(&e.data, bincode::config::standard());
             let result = match decoded {
-                Ok((LogEntry { cmd, blobs }, _)) => {
+                Ok((LogEntry { mut cmd, blobs }, _)) => {
                     let ended_job = match &cmd {
                         Command::JobEnded { report, .. } => Some(report.job),
                         _ => None,
                     };
+                    // The script and environment go to sled, not into the state.
+                    let inputs = match &mut cmd {
+                        Command::Submit { spec, .. } => Some(spec.take_inputs()),
+                        _ => None,
+                    };
                     let r = fsm::apply(&mut self.state.write().expect("state lock"), cmd);
-                    if let (Ok(_), Some(job)) = (&r, ended_job)
-                        && !blobs.is_empty()
-                    {
-                        self.store.put_outputs(job, &blobs)?;
+                    match (&r, ended_job, inputs) {
+                        (Ok(Applied::Submitted(ids)), _, Some(inputs)) => {
+                            self.store.put_inputs(ids[0], &inputs)?;
+                        }
+                        (Ok(_), Some(job), _) if !blobs.is_empty() => {
+                            self.store.put_outputs(job, &blobs)?;
+                        }
+                        _ => {}
                     }
                     r.map_err(ProposeError::from)
                 }

@@ -78,12 +78,12 @@ pub async fn serve(
         replica: replica.clone(),
         validators,
         scheduler,
-        store,
+        store: store.clone(),
         hub: Arc::clone(&hub),
         addr: addr.clone(),
         clock,
     };
-    let nodes = NodeApi { replica, hub, clock };
+    let nodes = NodeApi { replica, store, hub, clock };
     info!(%addr, "ctld serving");
     tonic::transport::Server::builder()
         .add_service(

@@ -5,7 +5,11 @@
 //!   tree "raft_meta"  "hard_state" → HardState, "conf_state" → ConfState,
 //!                     "snapshot" → Snapshot (metadata + the state machine's bytes)
 //!   tree "outputs"    job id (u32 BE) ++ n (u8) → bytes of the job's n-th output file
+//!   tree "inputs"     job or array id (u32 BE) → bincode of JobInputs (script, environment)
 //! ```
+//!
+//! `outputs` and `inputs` are written by the replica as it applies the entries that carry
+//! them, so every replica holds them and the in-memory state stays small.
 //!
 //! Durability: [`SledStorage::persist`] writes entries and hard state and then calls
 //! `flush()` (an fsync) once, so many proposals share one sync. Nothing is acknowledged
@@ -49,6 +53,7 @@ pub struct SledStorage {
     log: sled::Tree,
     meta: sled::Tree,
     outputs: sled::Tree,
+    inputs: sled::Tree,
     cache: Arc<RwLock<Cache>>,
 }
 
@@ -73,6 +78,7 @@ impl SledStorage {
         let log = db.open_tree("raft_log")?;
         let meta = db.open_tree("raft_meta")?;
         let outputs = db.open_tree("outputs")?;
+        let inputs = db.open_tree("inputs")?;
         let mut cache = Cache::default();
         if let Some(b) = meta.get(HARD_STATE)? {
             cache.hard_state = HardState::parse_from_bytes(&b).map_err(corrupt("hard state"))?;
@@ -89,7 +95,7 @@ impl SledStorage {
             Some((k, _)) => u64::from_be_bytes(k.as_ref().try_into().expect("8-byte keys")),
             None => cache.snap_index,
         };
-        Ok(Self { db, log, meta, outputs, cache: Arc::new(RwLock::new(cache)) })
+        Ok(Self { db, log, meta, outputs, inputs, cache: Arc::new(RwLock::new(cache)) })
     }
 
     /// True when nothing was ever stored: the caller bootstraps the configuration.
@@ -220,6 +226,30 @@ impl SledStorage {
             self.outputs.insert(k, d.as_slice())?;
         }
         Ok(())
+    }
+
+    /// Keeps a submission's script and environment under its job (or array) id.
+    pub fn put_inputs(
+        &self,
+        key: u32,
+        inputs: &chorus_core::job::JobInputs,
+    ) -> Result<(), StoreError> {
+        let bytes =
+            bincode::serde::encode_to_vec(inputs, bincode::config::standard()).map_err(|e| {
+                StoreError::Sled(sled::Error::Unsupported(format!("encode inputs: {e}")))
+            })?;
+        self.inputs.insert(key.to_be_bytes(), bytes)?;
+        Ok(())
+    }
+
+    /// A job's script and environment; `None` if they were never stored.
+    pub fn inputs(&self, key: u32) -> Result<Option<chorus_core::job::JobInputs>, StoreError> {
+        let Some(b) = self.inputs.get(key.to_be_bytes())? else { return Ok(None) };
+        let (v, _) =
+            bincode::serde::decode_from_slice(&b, bincode::config::standard()).map_err(|e| {
+                StoreError::Sled(sled::Error::Unsupported(format!("decode inputs {key}: {e}")))
+            })?;
+        Ok(Some(v))
     }
 
     pub fn outputs(&self, job: u32) -> Result<Vec<Vec<u8>>, StoreError> {

@@ -66,3 +66,16 @@ fn outputs_are_kept_per_job() {
     s.put_outputs(70, &[b"other".to_vec()]).unwrap();
     assert_eq!(s.outputs(7).unwrap(), vec![b"out".to_vec(), b"err".to_vec()]);
 }
+
+#[test]
+fn inputs_round_trip_and_are_missing_when_never_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SledStorage::open(dir.path()).unwrap();
+    let inputs = chorus_core::job::JobInputs {
+        script: "#!/bin/sh\necho hi\n".into(),
+        env: vec![("HOME".into(), "/root".into())],
+    };
+    s.put_inputs(5, &inputs).unwrap();
+    assert_eq!(s.inputs(5).unwrap(), Some(inputs));
+    assert_eq!(s.inputs(6).unwrap(), None);
+}

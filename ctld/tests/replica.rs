@@ -1,0 +1,85 @@
+//! The replica over real sled storage: what an acknowledged command leaves behind.
+
+use chorus_core::fsm::{Applied, Command};
+use chorus_core::job::{JobInputs, JobSpec};
+use chorus_core::state::{ClusterConfig, ClusterState};
+use chorus_ctld::replica::{self, ReplicaConfig};
+use chorus_ctld::storage::SledStorage;
+
+fn spec() -> JobSpec {
+    JobSpec {
+        env: vec![("PATH".into(), "/usr/bin:/bin".into()), ("BIG".into(), "x".repeat(4096))],
+        ..JobSpec::new("job", "#!/bin/sh\ntrue\n", "/tmp")
+    }
+}
+
+async fn submit(h: &replica::ReplicaHandle, s: JobSpec) -> Vec<u32> {
+    match h.propose(Command::Submit { spec: Box::new(s), now: 1 }, vec![]).await.unwrap() {
+        Applied::Submitted(ids) => ids,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn the_script_and_environment_live_in_sled_not_in_the_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStorage::open(dir.path()).unwrap();
+    let initial = ClusterState::new(ClusterConfig::default());
+    let (h, _thread) = replica::start(store.clone(), initial, ReplicaConfig::default()).unwrap();
+    let ids = submit(&h, spec()).await;
+    let job = h.read(|st| st.jobs[&ids[0]].clone());
+    assert!(job.spec.env.is_empty() && job.spec.script.is_empty(), "kept out of memory");
+    assert_eq!(store.inputs(JobInputs::key(&job)).unwrap(), Some(spec().inputs()));
+}
+
+#[tokio::test]
+async fn array_tasks_share_their_arrays_inputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStorage::open(dir.path()).unwrap();
+    let (h, _thread) = replica::start(
+        store.clone(),
+        ClusterState::new(ClusterConfig::default()),
+        ReplicaConfig::default(),
+    )
+    .unwrap();
+    let mut s = spec();
+    s.array = Some(chorus_core::slurm::array::parse_array_spec("0-2").unwrap());
+    let ids = submit(&h, s).await;
+    for id in ids {
+        let job = h.read(|st| st.jobs[&id].clone());
+        assert_eq!(store.inputs(JobInputs::key(&job)).unwrap(), Some(spec().inputs()));
+    }
+}
+
+#[tokio::test]
+async fn a_restart_replays_the_log_into_the_same_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let before = {
+        let store = SledStorage::open(dir.path()).unwrap();
+        let cfg = ReplicaConfig { snapshot_every: 3, ..Default::default() };
+        let (h, thread) =
+            replica::start(store, ClusterState::new(ClusterConfig::default()), cfg).unwrap();
+        for _ in 0..7 {
+            submit(&h, spec()).await;
+        }
+        let st = h.read(|st| st.clone());
+        drop(h);
+        thread.join().unwrap();
+        st
+    };
+    let store = SledStorage::open(dir.path()).unwrap();
+    let (h, _thread) = replica::start(
+        store.clone(),
+        ClusterState::new(ClusterConfig::default()),
+        ReplicaConfig::default(),
+    )
+    .unwrap();
+    let target = raft::Storage::last_index(&store).unwrap();
+    let mut applied = h.applied();
+    while *applied.borrow_and_update() < target {
+        applied.changed().await.unwrap();
+    }
+    let after = h.read(|st| st.clone());
+    assert_eq!(after.jobs, before.jobs);
+    assert_eq!(after.next_job_id, before.next_job_id);
+}
