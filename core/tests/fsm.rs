@@ -279,3 +279,15 @@ fn a_plan_that_breaks_an_array_throttle_is_cut_back_when_applied() {
     assert_eq!(st.running_tasks(1), 1);
     assert_eq!(st.nodes["node1"].alloc_cpus, 1);
 }
+
+#[test]
+fn begin_time_holds_a_job_until_its_moment() {
+    let mut st = cluster();
+    let mut s = spec();
+    s.begin = Some(100);
+    let id = submit(&mut st, s)[0];
+    schedule(&mut st, 50);
+    assert_eq!(st.jobs[&id].reason, PendingReason::BeginTime);
+    schedule(&mut st, 100);
+    assert_eq!(st.jobs[&id].state, JobState::Running);
+}

@@ -109,12 +109,18 @@ impl Cluster {
     }
 
     pub fn run_in(&self, cwd: &Path, prog: &str, args: &[&str]) -> Output {
+        self.run_with(cwd, prog, args, &[])
+    }
+
+    /// Runs a CLI binary with extra environment variables (what `--export` sees).
+    pub fn run_with(&self, cwd: &Path, prog: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
         let path = format!("{}:{}", self.bins.display(), std::env::var("PATH").unwrap_or_default());
         Command::new(self.bins.join(prog))
             .args(args)
             .current_dir(cwd)
             .env("CHORUS_CONF", &self.conf)
             .env("PATH", path)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .output()
             .unwrap_or_else(|e| panic!("run {prog}: {e}"))

@@ -399,3 +399,101 @@ fn scancel_signal_reaches_the_job_without_ending_it() {
     assert!(c.run("scancel", &[&id]).status.success());
     assert_eq!(c.wait_done(&id, MIN), "CANCELLED");
 }
+
+/// Submits with `CHORUS_TEST_VAR=from-submitter` in sbatch's environment and returns the
+/// job's `name=value` lines for the variables the script prints.
+fn exported(c: &Cluster, export: Option<&str>, tag: &str) -> String {
+    let w = c.work();
+    let out = format!("export-{tag}.out");
+    let mut args = vec!["--parsable", "-o", &out];
+    let flag;
+    if let Some(e) = export {
+        flag = format!("--export={e}");
+        args.push(&flag);
+    }
+    args.extend([
+        "--wrap",
+        "echo VAR=${CHORUS_TEST_VAR-unset} EXTRA=${EXTRA-unset} ENV=${SLURM_EXPORT_ENV-unset}",
+    ]);
+    let o = c.run_with(&w, "sbatch", &args, &[("CHORUS_TEST_VAR", "from-submitter")]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let id = stdout(&o).trim().to_owned();
+    assert_eq!(c.wait_done(&id, MIN), "COMPLETED");
+    std::fs::read_to_string(w.join(out)).unwrap().trim().to_owned()
+}
+
+#[test]
+fn export_decides_what_the_job_inherits() {
+    let c = Cluster::start(ClusterOpts::default());
+    assert_eq!(exported(&c, None, "default"), "VAR=from-submitter EXTRA=unset ENV=unset");
+    assert_eq!(exported(&c, Some("NONE"), "none"), "VAR=unset EXTRA=unset ENV=NONE");
+    assert_eq!(exported(&c, Some("EXTRA=1"), "list"), "VAR=unset EXTRA=1 ENV=EXTRA=1");
+    assert_eq!(
+        exported(&c, Some("ALL,EXTRA=2"), "all-plus"),
+        "VAR=from-submitter EXTRA=2 ENV=ALL,EXTRA=2"
+    );
+}
+
+#[test]
+fn error_file_test_only_and_stored_options() {
+    let c = Cluster::start(ClusterOpts::default());
+    let id = c.submit(&[
+        "-o",
+        "out-%j.txt",
+        "-e",
+        "err-%x-%j.txt",
+        "-J",
+        "split",
+        "--comment=keep me",
+        "--account=physics",
+        "--mail-type=END",
+        "--wrap",
+        "echo out; echo err >&2",
+    ]);
+    let id = id.to_string();
+    assert_eq!(c.wait_done(&id, MIN), "COMPLETED");
+    assert_eq!(std::fs::read_to_string(c.work().join(format!("out-{id}.txt"))).unwrap(), "out\n");
+    assert_eq!(
+        std::fs::read_to_string(c.work().join(format!("err-split-{id}.txt"))).unwrap(),
+        "err\n"
+    );
+    assert_eq!(c.field(&id, "Account"), "physics");
+    let show = stdout(&c.run("scontrol", &["show", "job", &id]));
+    assert!(show.contains("Comment=keep me"), "{show}");
+
+    let before = stdout(&c.run("squeue", &["-h", "-t", "all", "-o", "%i"]));
+    let o = c.run("sbatch", &["--test-only", "--wrap", "true"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "");
+    let msg = stderr(&o);
+    assert!(
+        msg.starts_with("sbatch: Job ")
+            && msg.contains(" to start at ")
+            && msg.trim_end().ends_with("using 1 processors on nodes node1 in partition debug"),
+        "{msg}"
+    );
+    assert_eq!(
+        stdout(&c.run("squeue", &["-h", "-t", "all", "-o", "%i"])),
+        before,
+        "--test-only submits nothing"
+    );
+}
+
+#[test]
+fn a_missing_configuration_or_a_dead_controller_is_a_clear_error() {
+    let bins = chorus_integration::require_binaries();
+    let dir = tempfile::tempdir().unwrap();
+    let run = |conf: &std::path::Path| {
+        std::process::Command::new(bins.join("squeue")).env("CHORUS_CONF", conf).output().unwrap()
+    };
+    let o = run(&dir.path().join("nope.toml"));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("cannot read the Chorus configuration"), "{}", stderr(&o));
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let conf = dir.path().join("dead.toml");
+    std::fs::write(&conf, format!("cluster_name = \"c\"\ncontrollers = [\"127.0.0.1:{port}\"]\n"))
+        .unwrap();
+    let o = run(&conf);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("Unable to contact slurm controller"), "{}", stderr(&o));
+}
