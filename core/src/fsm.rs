@@ -270,6 +270,7 @@ fn submit(state: &mut ClusterState, spec: JobSpec, now: u64) -> Result<Applied, 
             exit: ExitStatus::default(),
             stopping: None,
             restarts: 0,
+            cancelled_by: None,
             usage: Usage::default(),
             outputs: vec![],
         };
@@ -481,6 +482,8 @@ fn finish(state: &mut ClusterState, id: JobId, to: JobState, exit: ExitStatus, n
         JobState::Failed if exit.signal != 0 => PendingReason::RaisedSignal,
         JobState::Failed => PendingReason::NonZeroExitCode,
         JobState::NodeFail => PendingReason::NodeDown,
+        // A job cancelled while pending keeps saying why it was waiting, as in Slurm.
+        JobState::Cancelled => job.reason,
         _ => PendingReason::None,
     };
     state.pending.remove(&id);
@@ -536,6 +539,9 @@ fn cancel(
     }
     let mut changed = vec![];
     for &id in jobs {
+        if !state.jobs[&id].state.is_terminal() {
+            state.jobs.get_mut(&id).expect("known").cancelled_by = Some(uid);
+        }
         match state.jobs[&id].state {
             JobState::Pending => {
                 finish(state, id, JobState::Cancelled, ExitStatus::default(), now);

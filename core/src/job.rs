@@ -384,6 +384,8 @@ pub struct Job {
     /// Set when the job has been asked to stop (scancel, time limit) but has not ended.
     pub stopping: Option<StopCause>,
     pub restarts: u32,
+    /// The uid that cancelled the job (`sacct`'s `CANCELLED by UID`).
+    pub cancelled_by: Option<u32>,
     pub usage: Usage,
     pub outputs: Vec<OutputFile>,
 }

@@ -291,3 +291,17 @@ fn begin_time_holds_a_job_until_its_moment() {
     schedule(&mut st, 100);
     assert_eq!(st.jobs[&id].state, JobState::Running);
 }
+
+#[test]
+fn a_cancelled_pending_job_keeps_its_reason_and_who_cancelled_it() {
+    let mut st = cluster();
+    let mut s = spec();
+    s.hold = true;
+    let id = submit(&mut st, s)[0];
+    fsm::apply(&mut st, Command::Cancel { jobs: vec![id], uid: 0, now: 30 }).unwrap();
+    let job = &st.jobs[&id];
+    assert_eq!(
+        (job.state, job.reason, job.cancelled_by),
+        (JobState::Cancelled, PendingReason::JobHeldUser, Some(0))
+    );
+}

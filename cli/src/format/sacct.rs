@@ -249,7 +249,7 @@ fn tres(job: &Job, cpus: u32, mem_mb: u64, nodes: u32, billing: bool) -> String 
 /// The uid that cancelled a job. The controller does not keep it yet; the owner is the likely
 /// one (only the owner or root may cancel).
 fn cancelled_by(job: &Job) -> u32 {
-    job.spec.uid
+    job.cancelled_by.unwrap_or(job.spec.uid)
 }
 
 fn job_value(field: &str, row: &JobRow<'_>, opts: &SacctOpts, now: u64) -> String {
