@@ -200,6 +200,35 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// Processes whose command line mentions this cluster's state directory and `needle`
+    /// (e.g. `noded`), found through /proc.
+    pub fn daemon_pids(&self, needle: &str) -> Vec<i32> {
+        let dir = self.dir.path().display().to_string();
+        let Ok(entries) = std::fs::read_dir("/proc") else { return vec![] };
+        entries
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|pid| {
+                let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                let cmd = String::from_utf8_lossy(&cmd);
+                cmd.contains(&dir) && cmd.contains(needle) && !cmd.contains("chorus\0up")
+            })
+            .collect()
+    }
+
+    /// Waits for `chorus up` to exit on its own.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
         // SAFETY: plain kill(2) of our own child.

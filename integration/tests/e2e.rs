@@ -497,3 +497,19 @@ fn a_missing_configuration_or_a_dead_controller_is_a_clear_error() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("Unable to contact slurm controller"), "{}", stderr(&o));
 }
+
+#[test]
+fn chorus_up_stops_the_cluster_loudly_when_a_daemon_dies() {
+    let mut c = Cluster::start(ClusterOpts::default());
+    let noded = c.daemon_pids("noded");
+    assert_eq!(noded.len(), 2, "two node agents running");
+    // SAFETY: kill(2) of a process this test's cluster started.
+    unsafe { libc::kill(noded[0], libc::SIGKILL) };
+    let status = c.wait_exit(MIN).expect("chorus up noticed the dead node agent");
+    assert!(!status.success());
+    let t0 = std::time::Instant::now();
+    while !c.daemon_pids("ctld").is_empty() || !c.daemon_pids("noded").is_empty() {
+        assert!(t0.elapsed() < MIN, "daemons left behind");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -219,9 +219,26 @@ fn serve_until_stopped(a: &UpArgs, conf_path: &Path, daemons: &mut [Daemon]) -> 
     }
     println!("Chorus cluster up: 1 controller, {} node(s); state in {}", a.nodes, a.dir.display());
     println!("export CHORUS_CONF={}", conf_path.display());
-    let sig = set.wait().map_err(|e| anyhow::anyhow!("waiting for signals: {e}"))?;
-    eprintln!("chorus: {sig:?}: stopping the cluster");
-    Ok(())
+    // Until SIGINT/SIGTERM, watch the daemons: one that dies stops the whole cluster loudly
+    // rather than leaving a half-working one behind.
+    loop {
+        let timeout = libc::timespec { tv_sec: 0, tv_nsec: 250_000_000 };
+        // SAFETY: `set` is an initialised sigset; sigtimedwait only reads it and the timeout.
+        let sig = unsafe { libc::sigtimedwait(set.as_ref(), std::ptr::null_mut(), &timeout) };
+        if sig > 0 {
+            eprintln!("chorus: signal {sig}: stopping the cluster");
+            return Ok(());
+        }
+        for d in daemons.iter_mut() {
+            if let Ok(Some(status)) = d.child.try_wait() {
+                anyhow::bail!(
+                    "{} exited ({status}); stopping the cluster. See {}",
+                    d.name,
+                    a.dir.join(format!("log/{}.log", d.name)).display()
+                );
+            }
+        }
+    }
 }
 
 fn stop_all(daemons: &mut [Daemon]) {
