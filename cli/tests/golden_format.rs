@@ -745,12 +745,13 @@ fn scontrol_show_node_drained_state_and_reason() {
         node: "node2".into(),
         state: NodeState::Drain,
         reason: Some("capture test".into()),
-        now: T_SHOW,
+        user: "root".into(),
+        // Slurm's capture drained node2 at 21:35:38.
+        now: T_SHOW + 2,
     });
     let out = show_nodes(&[sim.st.nodes["node2"].clone()], &sim.st.config, &show_opts());
     assert!(out.contains("\n   State=ALLOCATED+DRAIN ThreadsPerCore=1 "), "{out}");
-    // Slurm: `Reason=capture test [root@2026-11-22T21:35:38]`; Chorus keeps no setter or time.
-    assert!(out.ends_with("\n   Reason=capture test\n\n"), "{out}");
+    assert!(out.ends_with("\n   Reason=capture test [root@2026-11-22T21:35:38]\n\n"), "{out}");
 }
 
 #[test]
@@ -849,7 +850,9 @@ fn sinfo_after_draining_a_busy_node() {
         node: "node2".into(),
         state: NodeState::Drain,
         reason: Some("capture test".into()),
-        now: T_SHOW,
+        user: "root".into(),
+        // Slurm's capture drained node2 at 21:35:38.
+        now: T_SHOW + 2,
     });
     let expected = lines(&[
         "PARTITION AVAIL  TIMELIMIT  NODES  STATE NODELIST",
@@ -858,11 +861,9 @@ fn sinfo_after_draining_a_busy_node() {
     ]);
     assert_eq!(sinfo(&sim.st.config, &sim.nodes(), &sinfo_opts(), T_SHOW), expected);
     let opts = SinfoOpts { reasons: true, ..sinfo_opts() };
-    // Slurm: `capture test         root      2026-11-22T21:35:38 node2`; Chorus does not
-    // record who set a reason, nor when.
     let expected = lines(&[
         "REASON               USER      TIMESTAMP           NODELIST",
-        "capture test         Unknown   Unknown             node2",
+        "capture test         root      2026-11-22T21:35:38 node2",
     ]);
     assert_eq!(sinfo(&sim.st.config, &sim.nodes(), &opts, T_SHOW), expected);
 }

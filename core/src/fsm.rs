@@ -41,7 +41,7 @@ pub enum Command {
     Requeue { jobs: Vec<JobId>, now: u64 },
     Update { jobs: Vec<JobId>, update: JobUpdate, now: u64 },
     NodeDown { node: String, reason: String, now: u64 },
-    SetNodeState { node: String, state: NodeState, reason: Option<String>, now: u64 },
+    SetNodeState { node: String, state: NodeState, reason: Option<String>, user: String, now: u64 },
 }
 
 impl Command {
@@ -187,9 +187,10 @@ pub fn apply(state: &mut ClusterState, cmd: Command) -> Result<Applied, Rejected
         Command::Requeue { jobs, now } => requeue(state, &jobs, now),
         Command::Update { jobs, update: u, now: _ } => update(state, &jobs, &u),
         Command::NodeDown { node, reason, now } => node_down(state, &node, reason, now),
-        Command::SetNodeState { node, state: st, reason, now: _ } => {
+        Command::SetNodeState { node, state: st, reason, user, now } => {
             let n = state.nodes.get_mut(&node).ok_or(Rejected::UnknownNode(node))?;
             n.state = st;
+            n.reason_set_by = reason.as_ref().map(|_| (user, now));
             n.reason = reason;
             Ok(Applied::Nothing)
         }
@@ -308,9 +309,11 @@ fn register_node(
         finish(state, *id, JobState::NodeFail, ExitStatus::default(), now);
     }
     let incarnation = state.nodes.get(&reg.name).map_or(1, |n| n.incarnation + 1);
-    let (keep_state, keep_reason) = match state.nodes.get(&reg.name) {
-        Some(n) if n.state == NodeState::Drain => (NodeState::Drain, n.reason.clone()),
-        _ => (NodeState::Up, None),
+    let (keep_state, keep_reason, keep_set_by) = match state.nodes.get(&reg.name) {
+        Some(n) if n.state == NodeState::Drain => {
+            (NodeState::Drain, n.reason.clone(), n.reason_set_by.clone())
+        }
+        _ => (NodeState::Up, None, None),
     };
     let mut node = Node {
         name: reg.name.clone(),
@@ -319,6 +322,7 @@ fn register_node(
         resources: reg.resources,
         state: keep_state,
         reason: keep_reason,
+        reason_set_by: keep_set_by,
         alloc_cpus: 0,
         alloc_mem_mb: 0,
         alloc_gpus: vec![],
@@ -689,6 +693,8 @@ fn node_down(
     let node = state.nodes.get_mut(name).ok_or_else(|| Rejected::UnknownNode(name.into()))?;
     node.state = NodeState::Down;
     node.reason = Some(reason);
+    // The controller itself (Slurm names its SlurmUser here).
+    node.reason_set_by = Some(("root".into(), now));
     let lost: Vec<JobId> = state
         .active
         .iter()

@@ -41,6 +41,8 @@ pub struct Node {
     pub resources: NodeResources,
     pub state: NodeState,
     pub reason: Option<String>,
+    /// Who set `reason`, and when (`sinfo -R`, `scontrol show node`).
+    pub reason_set_by: Option<(String, u64)>,
     pub alloc_cpus: u32,
     pub alloc_mem_mb: u64,
     /// GPU indices in use.

@@ -170,7 +170,8 @@ impl Client for ClientService {
             Action::Drain | Action::Resume => {
                 let state = if action == Action::Drain { NodeState::Drain } else { NodeState::Up };
                 let reason = (action == Action::Drain).then(|| req.reason.clone());
-                Command::SetNodeState { node: req.node.clone(), state, reason, now }
+                let user = if req.user.is_empty() { req.uid.to_string() } else { req.user.clone() };
+                Command::SetNodeState { node: req.node.clone(), state, reason, user, now }
             }
             _ => {
                 let jobs = self.expand_ids(&req.job_ids)?;

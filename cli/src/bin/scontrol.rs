@@ -192,6 +192,7 @@ async fn act(action: Action, targets: &[&str], fields: Vec<pb::KeyValue>) -> any
         uid,
         node: String::new(),
         reason: String::new(),
+        user: String::new(),
     };
     match ctl.client.control(req).await {
         Ok(_) => Ok(0),
@@ -232,7 +233,7 @@ async fn update(words: &[&str]) -> anyhow::Result<i32> {
             }
         };
         let mut ctl = Ctl::connect().await?;
-        let (_, uid, _) = current_user();
+        let (user, uid, _) = current_user();
         let req = pb::ControlRequest {
             action: action as i32,
             job_ids: vec![],
@@ -240,6 +241,7 @@ async fn update(words: &[&str]) -> anyhow::Result<i32> {
             uid,
             node: n,
             reason,
+            user,
         };
         return match ctl.client.control(req).await {
             Ok(_) => Ok(0),

@@ -308,8 +308,12 @@ fn node_lines(node: &Node, config: &ClusterConfig, opts: &ShowOpts) -> Vec<Strin
         "CurrentWatts=0 AveWatts=0".into(),
         "ExtSensorsJoules=n/s ExtSensorsWatts=0 ExtSensorsTemp=n/s".into(),
     ];
-    if let Some(reason) = &node.reason {
-        lines.push(format!("Reason={reason}"));
+    match (&node.reason, &node.reason_set_by) {
+        (Some(reason), Some((user, at))) => {
+            lines.push(format!("Reason={reason} [{user}@{}]", iso(*at, tz)))
+        }
+        (Some(reason), None) => lines.push(format!("Reason={reason}")),
+        _ => {}
     }
     lines
 }

@@ -17,7 +17,8 @@
 //! Assumed, not observed: the `-l` layout
 //! (`%#P %.5a %.10l %.10s %.4r %.8h %.10g %.6D %.11T %N`), the `-N` layout
 //! (`%#N %.6D %.#P %6t`), and the headers of fields the captures do not show. Chorus knows
-//! no free memory or CPU load (`N/A`), nor who set a node's reason or when (`Unknown`).
+//! no free memory or CPU load (`N/A`); `%U` (the uid behind a reason) is `Unknown`, `%u`/`%H`
+//! are who set the reason and when.
 
 use std::collections::BTreeMap;
 
@@ -127,7 +128,7 @@ pub fn sinfo(config: &ClusterConfig, nodes: &[Node], opts: &SinfoOpts, now: u64)
             let mut split: Vec<(String, Vec<&Node>)> = Vec::new();
             for n in members {
                 let one = Group { part: Some(p), default, nodes: vec![n] };
-                let key = group_key(&pieces, &one);
+                let key = group_key(&pieces, &one, opts.tz);
                 match split.iter_mut().find(|(k, _)| *k == key) {
                     Some((_, v)) => v.push(n),
                     None => split.push((key, vec![n])),
@@ -153,7 +154,7 @@ pub fn sinfo(config: &ClusterConfig, nodes: &[Node], opts: &SinfoOpts, now: u64)
             Piece::Field { letter, auto: true, .. } => {
                 let mut w = header(*letter).len();
                 for g in &groups {
-                    w = w.max(value(*letter, g).chars().count());
+                    w = w.max(value(*letter, g, opts.tz).chars().count());
                 }
                 if *letter == 'N' {
                     // Observed: `NODELIST ` is one wider than its header over `node1`.
@@ -175,7 +176,7 @@ pub fn sinfo(config: &ClusterConfig, nodes: &[Node], opts: &SinfoOpts, now: u64)
         out.push_str(&render(&pieces, &widths, |c| header(c).to_owned()));
     }
     for g in &groups {
-        out.push_str(&render(&pieces, &widths, |c| value(c, g)));
+        out.push_str(&render(&pieces, &widths, |c| value(c, g, opts.tz)));
     }
     out
 }
@@ -205,13 +206,13 @@ fn render(
 /// Fields summed or listed over a row's nodes; the others decide which nodes share a row.
 const AGGREGATES: &str = "NnoDCFA";
 
-fn group_key(pieces: &[Piece], g: &Group<'_>) -> String {
+fn group_key(pieces: &[Piece], g: &Group<'_>, tz: Tz) -> String {
     let mut key = String::new();
     for p in pieces {
         if let Piece::Field { letter, .. } = p
             && !AGGREGATES.contains(*letter)
         {
-            key.push_str(&value(*letter, g));
+            key.push_str(&value(*letter, g, tz));
             key.push('\u{1f}');
         }
     }
@@ -279,7 +280,7 @@ fn min_plus(values: impl Iterator<Item = u64>) -> String {
     }
 }
 
-fn value(letter: char, g: &Group<'_>) -> String {
+fn value(letter: char, g: &Group<'_>, tz: Tz) -> String {
     let first = g.nodes.first();
     let state = first.map(|n| n.slurm_state());
     let other = |n: &Node| {
@@ -328,7 +329,13 @@ fn value(letter: char, g: &Group<'_>) -> String {
         'g' => "all".into(),
         'G' => first.map_or_else(|| "(null)".into(), |n| node_gres(n)),
         'h' => "NO".into(),
-        'H' | 'u' | 'U' => "Unknown".into(),
+        'H' => first
+            .and_then(|n| n.reason_set_by.as_ref())
+            .map_or_else(|| "Unknown".into(), |(_, t)| super::timefmt::iso(*t, tz)),
+        'u' => first
+            .and_then(|n| n.reason_set_by.as_ref())
+            .map_or_else(|| "Unknown".into(), |(user, _)| user.clone()),
+        'U' => "Unknown".into(),
         'l' => g.part.map_or_else(
             || "n/a".into(),
             |p| {
