@@ -13,6 +13,17 @@ fn spec() -> JobSpec {
     }
 }
 
+/// A replica over sled in `dir`, for a brand-new default cluster.
+fn open(
+    dir: &std::path::Path,
+    cfg: ReplicaConfig,
+) -> (SledStorage, replica::ReplicaHandle, std::thread::JoinHandle<()>) {
+    let store = SledStorage::open(dir).unwrap();
+    let (h, thread) =
+        replica::start(store.clone(), ClusterState::new(ClusterConfig::default()), cfg).unwrap();
+    (store, h, thread)
+}
+
 async fn submit(h: &replica::ReplicaHandle, s: JobSpec) -> Vec<u32> {
     match h.propose(Command::Submit { spec: Box::new(s), now: 1 }, vec![]).await.unwrap() {
         Applied::Submitted(ids) => ids,
@@ -23,9 +34,7 @@ async fn submit(h: &replica::ReplicaHandle, s: JobSpec) -> Vec<u32> {
 #[tokio::test]
 async fn the_script_and_environment_live_in_sled_not_in_the_state() {
     let dir = tempfile::tempdir().unwrap();
-    let store = SledStorage::open(dir.path()).unwrap();
-    let initial = ClusterState::new(ClusterConfig::default());
-    let (h, _thread) = replica::start(store.clone(), initial, ReplicaConfig::default()).unwrap();
+    let (store, h, _thread) = open(dir.path(), ReplicaConfig::default());
     let ids = submit(&h, spec()).await;
     let job = h.read(|st| st.jobs[&ids[0]].clone());
     assert!(job.spec.env.is_empty() && job.spec.script.is_empty(), "kept out of memory");
@@ -35,13 +44,7 @@ async fn the_script_and_environment_live_in_sled_not_in_the_state() {
 #[tokio::test]
 async fn array_tasks_share_their_arrays_inputs() {
     let dir = tempfile::tempdir().unwrap();
-    let store = SledStorage::open(dir.path()).unwrap();
-    let (h, _thread) = replica::start(
-        store.clone(),
-        ClusterState::new(ClusterConfig::default()),
-        ReplicaConfig::default(),
-    )
-    .unwrap();
+    let (store, h, _thread) = open(dir.path(), ReplicaConfig::default());
     let mut s = spec();
     s.array = Some(chorus_core::slurm::array::parse_array_spec("0-2").unwrap());
     let ids = submit(&h, s).await;
@@ -55,10 +58,8 @@ async fn array_tasks_share_their_arrays_inputs() {
 async fn a_restart_replays_the_log_into_the_same_state() {
     let dir = tempfile::tempdir().unwrap();
     let before = {
-        let store = SledStorage::open(dir.path()).unwrap();
-        let cfg = ReplicaConfig { snapshot_every: 3, ..Default::default() };
-        let (h, thread) =
-            replica::start(store, ClusterState::new(ClusterConfig::default()), cfg).unwrap();
+        let (_, h, thread) =
+            open(dir.path(), ReplicaConfig { snapshot_every: 3, ..Default::default() });
         for _ in 0..7 {
             submit(&h, spec()).await;
         }
@@ -67,13 +68,7 @@ async fn a_restart_replays_the_log_into_the_same_state() {
         thread.join().unwrap();
         st
     };
-    let store = SledStorage::open(dir.path()).unwrap();
-    let (h, _thread) = replica::start(
-        store.clone(),
-        ClusterState::new(ClusterConfig::default()),
-        ReplicaConfig::default(),
-    )
-    .unwrap();
+    let (store, h, _thread) = open(dir.path(), ReplicaConfig::default());
     let target = raft::Storage::last_index(&store).unwrap();
     let mut applied = h.applied();
     while *applied.borrow_and_update() < target {
