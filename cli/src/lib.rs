@@ -12,16 +12,19 @@ use std::time::Duration;
 use chorus_core::job::Job;
 use chorus_core::node::Node;
 use chorus_core::state::ClusterConfig;
-use chorus_proto::MAX_MESSAGE_BYTES;
 use chorus_proto::client::{self as pb, client_client::ClientClient};
+use chorus_proto::leader::Controllers;
 use serde::{Deserialize, Serialize};
 use tonic::transport::Channel;
+use tonic::{Code, Status};
 
 /// The client configuration file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ClientConf {
     pub cluster_name: String,
-    /// `host:port` of each controller.
+    /// `host:port` of each controller's client API (Slurm's `SlurmctldHost` lines). Any one
+    /// that answers leads the client to the leader. `CHORUS_CONTROLLERS` (comma-separated)
+    /// overrides it.
     pub controllers: Vec<String>,
 }
 
@@ -44,8 +47,16 @@ impl ClientConf {
                 path.display()
             )
         })?;
-        let conf: ClientConf =
+        let mut conf: ClientConf =
             toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        if let Ok(list) = std::env::var("CHORUS_CONTROLLERS") {
+            conf.controllers = list
+                .split(',')
+                .map(str::trim)
+                .filter(|a| !a.is_empty())
+                .map(String::from)
+                .collect();
+        }
         if conf.controllers.is_empty() {
             anyhow::bail!("{}: no controllers listed", path.display());
         }
@@ -53,34 +64,64 @@ impl ClientConf {
     }
 }
 
-/// A connected client.
+/// How long a command keeps looking for a leader before it gives up (Slurm's default
+/// `MessageTimeout` is 10 s): long enough to ride out an election.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// A client of the controller group: every call goes to the leader (see
+/// [`chorus_proto::leader`]).
 pub struct Ctl {
-    pub client: ClientClient<Channel>,
+    pub controllers: Controllers,
     pub conf: ClientConf,
 }
 
+type Client = ClientClient<Channel>;
+
+/// `rpc!(ctl, method, request)`: calls `method` on the leader through [`Ctl::call`], with a
+/// clone of `request` for every attempt.
+#[macro_export]
+macro_rules! rpc {
+    ($ctl:expr, $method:ident, $req:expr) => {{
+        let req = $req;
+        $ctl.call(|mut c| {
+            let req = req.clone();
+            async move { c.$method(req).await }
+        })
+        .await
+    }};
+}
+
 impl Ctl {
-    /// Connects to the first controller that answers.
+    /// Reads the configuration. Connections are made by the first call.
     pub async fn connect() -> anyhow::Result<Self> {
         let conf = ClientConf::load()?;
-        let mut last = None;
-        for addr in &conf.controllers {
-            let url = if addr.contains("://") { addr.clone() } else { format!("http://{addr}") };
-            match Channel::from_shared(url)?.connect_timeout(Duration::from_secs(5)).connect().await
-            {
-                Ok(ch) => {
-                    let client = ClientClient::new(ch)
-                        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                        .max_encoding_message_size(MAX_MESSAGE_BYTES);
-                    return Ok(Self { client, conf });
+        Ok(Self { controllers: Controllers::new(&conf.controllers), conf })
+    }
+
+    /// Calls the leader with `f`, following redirects and riding out elections.
+    pub async fn call<T, F, Fut>(&mut self, mut f: F) -> Result<T, Status>
+    where
+        F: FnMut(Client) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        let max = self.controllers.max_message();
+        self.controllers
+            .call(PATIENCE, |ch| {
+                f(ClientClient::new(ch)
+                    .max_decoding_message_size(max)
+                    .max_encoding_message_size(max))
+            })
+            .await
+            .map_err(|s| {
+                if s.code() == Code::Unavailable && s.message().starts_with("cannot connect") {
+                    Status::unavailable(format!(
+                        "Unable to contact slurm controller (connect failure): {}",
+                        s.message()
+                    ))
+                } else {
+                    s
                 }
-                Err(e) => last = Some(format!("{addr}: {e}")),
-            }
-        }
-        anyhow::bail!(
-            "Unable to contact slurm controller (connect failure): no controller answers ({})",
-            last.unwrap_or_default()
-        )
+            })
     }
 
     pub async fn jobs(
@@ -88,28 +129,25 @@ impl Ctl {
         ids: Vec<u32>,
         include_finished: bool,
     ) -> anyhow::Result<(Vec<Job>, u64)> {
-        let r = self
-            .client
-            .jobs(pb::JobsRequest { job_ids: ids, include_finished })
-            .await?
-            .into_inner();
+        let req = pb::JobsRequest { job_ids: ids, include_finished };
+        let r = rpc!(self, jobs, req)?;
         Ok((chorus_proto::decode_bincode(&r.jobs)?, r.now))
     }
 
     pub async fn nodes(&mut self) -> anyhow::Result<(Vec<Node>, u64)> {
-        let r = self.client.nodes(pb::NodesRequest {}).await?.into_inner();
+        let r = rpc!(self, nodes, pb::NodesRequest {})?;
         Ok((chorus_proto::decode_bincode(&r.nodes)?, r.now))
     }
 
     pub async fn cluster(&mut self) -> anyhow::Result<(ClusterConfig, pb::ClusterReply)> {
-        let r = self.client.cluster(pb::ClusterRequest {}).await?.into_inner();
+        let r = rpc!(self, cluster, pb::ClusterRequest {})?;
         Ok((chorus_proto::decode_bincode(&r.config)?, r))
     }
 
     /// Fetches a finished job's output files and writes each where Slurm's naming puts it.
     /// A file already there with the same bytes (shared filesystem) is left alone.
     pub async fn fetch_outputs(&mut self, job: u32) -> anyhow::Result<Vec<String>> {
-        let r = self.client.output(pb::OutputRequest { job_id: job }).await?.into_inner();
+        let r = rpc!(self, output, pb::OutputRequest { job_id: job })?;
         let mut written = vec![];
         for f in r.files {
             let path = Path::new(&f.path);
@@ -135,6 +173,63 @@ impl Ctl {
         }
         Ok(written)
     }
+}
+
+/// Asks every controller, directly and at once, what role it has: the configured ones and
+/// any other the answering ones list as members.
+pub async fn ping_all(conf: &ClientConf) -> Vec<format::controllers::Ping> {
+    async fn ask(addr: String) -> (String, Option<pb::ControllersReply>) {
+        let ep = match tonic::transport::Endpoint::from_shared(chorus_proto::leader::url(&addr)) {
+            Ok(ep) => ep.connect_timeout(Duration::from_secs(2)).timeout(Duration::from_secs(2)),
+            Err(_) => return (addr, None),
+        };
+        let reply = match ep.connect().await {
+            Ok(ch) => ClientClient::new(ch)
+                .controllers(pb::ControllersRequest {})
+                .await
+                .ok()
+                .map(tonic::Response::into_inner),
+            Err(_) => None,
+        };
+        (addr, reply)
+    }
+    let mut addrs = conf.controllers.clone();
+    let mut answers = futures_join(addrs.iter().cloned().map(ask)).await;
+    // Members the configuration does not list (added later) are asked too.
+    let extra: Vec<String> = answers
+        .iter()
+        .filter_map(|(_, r)| r.as_ref())
+        .flat_map(|r| r.controllers.iter().map(|c| c.client_addr.clone()))
+        .filter(|a| !addrs.contains(a))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    addrs.extend(extra.iter().cloned());
+    answers.extend(futures_join(extra.into_iter().map(ask)).await);
+    answers
+        .into_iter()
+        .map(|(addr, r)| format::controllers::Ping {
+            addr,
+            role: r.map(|r| {
+                let me = r.controllers.iter().find(|c| c.id == r.self_id);
+                me.map_or_else(|| "follower".to_owned(), |c| c.role.clone())
+            }),
+        })
+        .collect()
+}
+
+/// Runs futures concurrently and returns their outputs in order.
+async fn futures_join<F>(futs: impl Iterator<Item = F>) -> Vec<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futs.map(tokio::spawn).collect();
+    let mut out = vec![];
+    for h in handles {
+        out.push(h.await.expect("ping task panicked"));
+    }
+    out
 }
 
 /// The message a gRPC error carries, for `sbatch: error: ...` lines.

@@ -78,6 +78,7 @@ impl Sim {
                     version: "22.05.8".into(),
                     os: "Linux 6.18.44-fc-v595 #1 SMP PREEMPT_DYNAMIC @0".into(),
                     running: vec![],
+                    session: 0,
                 }),
                 now: SLURMD_START,
             });

@@ -31,18 +31,68 @@ pub const BASIC_PRIORITY_TOP: u32 = 0xFFFF_0000;
 /// A change to the cluster, in the order Raft committed it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Command {
-    Submit { spec: Box<JobSpec>, now: u64 },
-    RegisterNode { reg: Box<NodeRegistration>, now: u64 },
-    ApplyPlan { plan: Plan, now: u64 },
-    JobEnded { report: Box<JobReport>, now: u64 },
-    Cancel { jobs: Vec<JobId>, uid: u32, now: u64 },
-    Hold { jobs: Vec<JobId>, admin: bool, now: u64 },
-    Release { jobs: Vec<JobId>, now: u64 },
-    Requeue { jobs: Vec<JobId>, now: u64 },
-    Update { jobs: Vec<JobId>, update: JobUpdate, now: u64 },
-    NodeDown { node: String, reason: String, now: u64 },
-    SetNodeState { node: String, state: NodeState, reason: Option<String>, user: String, now: u64 },
+    Submit {
+        spec: Box<JobSpec>,
+        now: u64,
+    },
+    RegisterNode {
+        reg: Box<NodeRegistration>,
+        now: u64,
+    },
+    ApplyPlan {
+        plan: Plan,
+        now: u64,
+    },
+    JobEnded {
+        report: Box<JobReport>,
+        now: u64,
+    },
+    Cancel {
+        jobs: Vec<JobId>,
+        uid: u32,
+        now: u64,
+    },
+    Hold {
+        jobs: Vec<JobId>,
+        admin: bool,
+        now: u64,
+    },
+    Release {
+        jobs: Vec<JobId>,
+        now: u64,
+    },
+    Requeue {
+        jobs: Vec<JobId>,
+        now: u64,
+    },
+    Update {
+        jobs: Vec<JobId>,
+        update: JobUpdate,
+        now: u64,
+    },
+    NodeDown {
+        node: String,
+        reason: String,
+        now: u64,
+    },
+    SetNodeState {
+        node: String,
+        state: NodeState,
+        reason: Option<String>,
+        user: String,
+        now: u64,
+    },
+    /// A submission carrying the client's request id: applied again (a client retrying after
+    /// a failover), it answers with the jobs the first one created and creates nothing.
+    SubmitOnce {
+        request: RequestId,
+        spec: Box<JobSpec>,
+        now: u64,
+    },
 }
+
+/// A client's id for one submission, random (128 bits), reused when it retries.
+pub type RequestId = u128;
 
 impl Command {
     pub fn now(&self) -> u64 {
@@ -57,7 +107,8 @@ impl Command {
             | Command::Requeue { now, .. }
             | Command::Update { now, .. }
             | Command::NodeDown { now, .. }
-            | Command::SetNodeState { now, .. } => *now,
+            | Command::SetNodeState { now, .. }
+            | Command::SubmitOnce { now, .. } => *now,
         }
     }
 }
@@ -72,8 +123,13 @@ pub struct NodeRegistration {
     pub boot_time: u64,
     pub version: String,
     pub os: String,
-    /// `(job, attempt)` the agent is still running: anything else it was given is lost.
+    /// `(job, attempt)` the agent still runs, or ran and has not yet reported.
     pub running: Vec<(JobId, u32)>,
+    /// Random per agent process. The same session registering again is a reconnect (to a
+    /// new leader, say): a job assigned to it that it does not list was never delivered, and
+    /// the assignment stream delivers it now. A new session is a restarted agent: what it
+    /// does not list died with the old process.
+    pub session: u64,
 }
 
 /// The scheduler's proposal. `apply` re-checks every placement against the state it meets.
@@ -178,6 +234,7 @@ pub fn apply(state: &mut ClusterState, cmd: Command) -> Result<Applied, Rejected
     state.now = state.now.max(cmd.now());
     match cmd {
         Command::Submit { spec, now } => submit(state, *spec, now),
+        Command::SubmitOnce { request, spec, now } => submit_once(state, request, *spec, now),
         Command::RegisterNode { reg, now } => register_node(state, *reg, now),
         Command::ApplyPlan { plan, now } => Ok(apply_plan(state, plan, now)),
         Command::JobEnded { report, now } => job_ended(state, *report, now),
@@ -231,6 +288,28 @@ pub fn check_submit(state: &ClusterState, spec: &JobSpec) -> Result<String, Reje
         }
     }
     Ok(partition.name.clone())
+}
+
+/// How long a request id is remembered: far longer than any client retries.
+pub const REQUEST_MEMORY_SECS: u64 = 3600;
+
+fn submit_once(
+    state: &mut ClusterState,
+    request: RequestId,
+    spec: JobSpec,
+    now: u64,
+) -> Result<Applied, Rejected> {
+    state.forget_requests(now.saturating_sub(REQUEST_MEMORY_SECS));
+    if let Some(&(job, _)) = state.requests.get(&request) {
+        // Only the job (or array) id is kept: that is all a submitter is told.
+        return Ok(Applied::Submitted(vec![job]));
+    }
+    let applied = submit(state, spec, now)?;
+    if let Applied::Submitted(jobs) = &applied {
+        state.requests.insert(request, (jobs[0], now));
+        state.request_order.insert((now, request));
+    }
+    Ok(applied)
 }
 
 fn submit(state: &mut ClusterState, spec: JobSpec, now: u64) -> Result<Applied, Rejected> {
@@ -294,14 +373,16 @@ fn register_node(
     reg: NodeRegistration,
     now: u64,
 ) -> Result<Applied, Rejected> {
-    // Jobs this node was running that it no longer reports are lost with the old process.
+    // Jobs a restarted agent no longer lists are lost with the old process.
+    let reconnect = state.nodes.get(&reg.name).is_some_and(|n| n.session == reg.session);
     let lost: Vec<JobId> = state
         .active
         .iter()
         .copied()
         .filter(|id| {
             let j = &state.jobs[id];
-            j.alloc.first().is_some_and(|a| a.node == reg.name)
+            !reconnect
+                && j.alloc.first().is_some_and(|a| a.node == reg.name)
                 && !reg.running.contains(&(j.id, j.restarts))
         })
         .collect();
@@ -329,6 +410,7 @@ fn register_node(
         boot_time: reg.boot_time,
         registered_at: now,
         incarnation,
+        session: reg.session,
         version: reg.version,
         os: reg.os,
     };

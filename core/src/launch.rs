@@ -754,6 +754,7 @@ _=/usr/bin/env";
                 version: "test".into(),
                 os: "Linux".into(),
                 running: vec![],
+                session: 0,
             };
             fsm::apply(&mut state, Command::RegisterNode { reg: Box::new(reg), now: 1 })
                 .expect("register");

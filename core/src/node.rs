@@ -51,6 +51,8 @@ pub struct Node {
     pub registered_at: u64,
     /// Bumped on every registration: lets a node tell a restart from a reconnect.
     pub incarnation: u64,
+    /// The registering agent process's session (see `NodeRegistration::session`).
+    pub session: u64,
     pub version: String,
     pub os: String,
 }

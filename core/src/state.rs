@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use crate::fsm::RequestId;
 use crate::job::{Job, JobId, JobState};
 use crate::node::Node;
 use crate::slurm::dependency::{DepKind, Dependency, JobRef};
@@ -92,6 +93,11 @@ pub struct ClusterState {
     pub submitted: u64,
     /// The time stamped into the last applied command.
     pub now: u64,
+    /// Submissions' request ids → (job or array id, when): a retried submission is answered,
+    /// not applied twice. Forgotten after `fsm::REQUEST_MEMORY_SECS`.
+    pub requests: BTreeMap<RequestId, (JobId, u64)>,
+    /// The same ids by age, for forgetting them in order.
+    pub request_order: BTreeSet<(u64, RequestId)>,
 }
 
 /// Whether a job's dependency lets it start.
@@ -103,6 +109,17 @@ pub enum DepStatus {
 }
 
 impl ClusterState {
+    /// Forgets request ids recorded before `before`.
+    pub fn forget_requests(&mut self, before: u64) {
+        while let Some(&(at, id)) = self.request_order.first() {
+            if at >= before {
+                break;
+            }
+            self.request_order.pop_first();
+            self.requests.remove(&id);
+        }
+    }
+
     pub fn new(config: ClusterConfig) -> Self {
         Self {
             next_job_id: config.first_job_id,
@@ -114,6 +131,8 @@ impl ClusterState {
             arrays: BTreeMap::new(),
             submitted: 0,
             now: 0,
+            requests: BTreeMap::new(),
+            request_order: BTreeSet::new(),
         }
     }
 

@@ -19,6 +19,11 @@ fn spec() -> JobSpec {
 }
 
 fn reg(name: &str, running: Vec<(u32, u32)>) -> Command {
+    reg_session(name, running, 0)
+}
+
+/// A registration from the agent process `session`.
+fn reg_session(name: &str, running: Vec<(u32, u32)>, session: u64) -> Command {
     Command::RegisterNode {
         reg: Box::new(NodeRegistration {
             name: name.into(),
@@ -29,6 +34,7 @@ fn reg(name: &str, running: Vec<(u32, u32)>) -> Command {
             version: "t".into(),
             os: "linux".into(),
             running,
+            session,
         }),
         now: 1,
     }
@@ -232,7 +238,8 @@ fn a_node_that_comes_back_without_its_jobs_fails_them() {
     let kept = submit(&mut st, spec())[0];
     let lost = submit(&mut st, spec())[0];
     schedule(&mut st, 20);
-    match fsm::apply(&mut st, reg("node1", vec![(kept, 0)])).unwrap() {
+    // A restarted agent (new session) lost what it does not list.
+    match fsm::apply(&mut st, reg_session("node1", vec![(kept, 0)], 2)).unwrap() {
         Applied::NodeRegistered { lost_jobs } => assert_eq!(lost_jobs, vec![lost]),
         other => panic!("{other:?}"),
     }
@@ -304,4 +311,38 @@ fn a_cancelled_pending_job_keeps_its_reason_and_who_cancelled_it() {
         (job.state, job.reason, job.cancelled_by),
         (JobState::Cancelled, PendingReason::JobHeldUser, Some(0))
     );
+}
+
+#[test]
+fn a_retried_submission_is_answered_not_applied_twice() {
+    let mut st = cluster();
+    let once = |st: &mut ClusterState, request, now| {
+        fsm::apply(st, Command::SubmitOnce { request, spec: Box::new(spec()), now }).unwrap()
+    };
+    assert_eq!(once(&mut st, 7, 10), Applied::Submitted(vec![1]));
+    assert_eq!(once(&mut st, 7, 11), Applied::Submitted(vec![1]), "the retry names the same job");
+    assert_eq!(st.jobs.len(), 1, "and creates nothing");
+    assert_eq!(once(&mut st, 8, 12), Applied::Submitted(vec![2]), "another request is a new job");
+    // Long after, the id is forgotten: the memory of requests does not grow without bound.
+    let later = 12 + fsm::REQUEST_MEMORY_SECS + 1;
+    assert_eq!(once(&mut st, 9, later), Applied::Submitted(vec![3]));
+    assert!(!st.requests.contains_key(&7) && !st.requests.contains_key(&8));
+    assert_eq!(st.requests.len(), st.request_order.len());
+}
+
+#[test]
+fn an_agent_reconnecting_keeps_jobs_it_was_never_sent() {
+    // After a failover the new leader may have started a job whose launch the old leader
+    // never streamed: the same agent process (same session) registering again must not
+    // fail it; the assignment stream delivers it now.
+    let mut st = cluster();
+    let delivered = submit(&mut st, spec())[0];
+    let undelivered = submit(&mut st, spec())[0];
+    schedule(&mut st, 20);
+    match fsm::apply(&mut st, reg("node1", vec![(delivered, 0)])).unwrap() {
+        Applied::NodeRegistered { lost_jobs } => assert!(lost_jobs.is_empty(), "{lost_jobs:?}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(st.jobs[&undelivered].state, JobState::Running);
+    assert_eq!(st.nodes["node1"].alloc_cpus, 2, "both jobs still hold their CPUs");
 }

@@ -1,9 +1,12 @@
 //! The client API: sbatch, squeue, scancel, scontrol, sacct, sinfo, chorus.
 //!
 //! Every request is converted at the boundary (`TryFrom`), checked by the submit validator
-//! chain, and proposed; the reply waits for the command to be applied.
+//! chain, and proposed; the reply waits for the command to be applied. Changes are taken by
+//! the leader only: a follower refuses them naming the leader ([`not_leader`]). Reads are
+//! served by any controller after a ReadIndex round ([`ReplicaHandle::read_barrier`]).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use chorus_core::fsm::{Applied, Command, JobUpdate};
 use chorus_core::job::{JobId, JobSpec};
@@ -11,12 +14,14 @@ use chorus_core::node::NodeState;
 use chorus_core::plugin::{Scheduler, SubmitValidator};
 use chorus_core::slurm::time::parse_time_limit;
 use chorus_proto::client::{self as pb, client_server::Client, control_request::Action};
+use chorus_proto::leader::not_leader;
 use chorus_proto::{WireError, encode_bincode};
+use raft::StateRole;
 use tonic::{Request, Response, Status};
 
 use crate::nodes::NodeHub;
-use crate::replica::{ProposeError, ReplicaHandle};
-use crate::storage::SledStorage;
+use crate::replica::{Membership, ProposeError, ReplicaHandle};
+use crate::storage::{Member, RaftStore, SledStorage};
 
 pub struct ClientService {
     pub replica: ReplicaHandle,
@@ -24,17 +29,35 @@ pub struct ClientService {
     pub scheduler: Arc<dyn Scheduler>,
     pub store: SledStorage,
     pub hub: Arc<NodeHub>,
-    pub addr: String,
+    pub me: Member,
     pub clock: fn() -> u64,
 }
 
-pub fn status_of(e: ProposeError) -> Status {
+/// The gRPC status of a refused proposal or read. Everything a client may retry elsewhere is
+/// `UNAVAILABLE`, with the leader's address when this controller knows it.
+pub fn status_of(replica: &ReplicaHandle, e: ProposeError) -> Status {
     match e {
         ProposeError::Rejected(r) => Status::failed_precondition(r.to_string()),
-        ProposeError::NotLeader => Status::unavailable(e.to_string()),
+        ProposeError::NotLeader | ProposeError::NoQuorum | ProposeError::LeadershipLost => {
+            match replica.leader_addr() {
+                Some(l) if matches!(e, ProposeError::NotLeader) => not_leader(Some(&l)),
+                _ => Status::unavailable(e.to_string()),
+            }
+        }
         ProposeError::Busy => Status::resource_exhausted(e.to_string()),
+        ProposeError::Membership(_) => Status::failed_precondition(e.to_string()),
         ProposeError::Stopped | ProposeError::Storage(_) => Status::unavailable(e.to_string()),
     }
+}
+
+/// Refuses, naming the leader, unless this controller leads.
+pub fn leader_only(replica: &ReplicaHandle) -> Result<(), Status> {
+    if replica.is_leader() { Ok(()) } else { Err(not_leader(replica.leader_addr().as_deref())) }
+}
+
+/// Waits for a ReadIndex round: what follows reads state no older than the request.
+pub async fn fresh(replica: &ReplicaHandle) -> Result<(), Status> {
+    replica.read_barrier().await.map_err(|e| status_of(replica, e))
 }
 
 fn wire(e: WireError) -> Status {
@@ -47,6 +70,7 @@ impl Client for ClientService {
         &self,
         req: Request<pb::SubmitRequest>,
     ) -> Result<Response<pb::SubmitReply>, Status> {
+        leader_only(&self.replica)?;
         let req = req.into_inner();
         let spec: JobSpec = req
             .spec
@@ -66,11 +90,14 @@ impl Client for ClientService {
             let t = self.replica.read(|st| test_only(st, &*self.scheduler, spec, now))?;
             return Ok(Response::new(pb::SubmitReply { job_id: 0, test_only: Some(t) }));
         }
-        let applied = self
-            .replica
-            .propose(Command::Submit { spec: Box::new(spec), now }, vec![])
-            .await
-            .map_err(status_of)?;
+        let spec = Box::new(spec);
+        let cmd = match <[u8; 16]>::try_from(req.request_id.as_slice()) {
+            Ok(id) => Command::SubmitOnce { request: u128::from_be_bytes(id), spec, now },
+            Err(_) if req.request_id.is_empty() => Command::Submit { spec, now },
+            Err(_) => return Err(Status::invalid_argument("request_id must be 16 bytes")),
+        };
+        let applied =
+            self.replica.propose(cmd, vec![]).await.map_err(|e| status_of(&self.replica, e))?;
         match applied {
             Applied::Submitted(ids) => {
                 Ok(Response::new(pb::SubmitReply { job_id: ids[0], test_only: None }))
@@ -81,6 +108,7 @@ impl Client for ClientService {
 
     async fn jobs(&self, req: Request<pb::JobsRequest>) -> Result<Response<pb::JobsReply>, Status> {
         let req = req.into_inner();
+        fresh(&self.replica).await?;
         let (jobs, now) = self.replica.read(|st| {
             let jobs: Vec<_> = if req.job_ids.is_empty() && req.include_finished {
                 st.jobs.values().cloned().collect()
@@ -108,6 +136,7 @@ impl Client for ClientService {
         &self,
         _req: Request<pb::NodesRequest>,
     ) -> Result<Response<pb::NodesReply>, Status> {
+        fresh(&self.replica).await?;
         let nodes = self.replica.read(|st| st.nodes.values().cloned().collect::<Vec<_>>());
         Ok(Response::new(pb::NodesReply { nodes: encode_bincode(&nodes), now: (self.clock)() }))
     }
@@ -120,7 +149,7 @@ impl Client for ClientService {
         let role = if self.replica.is_leader() { "leader" } else { "follower" };
         Ok(Response::new(pb::ClusterReply {
             config: encode_bincode(&config),
-            controller_addr: self.addr.clone(),
+            controller_addr: self.me.client_addr.clone(),
             role: role.into(),
             now: (self.clock)(),
         }))
@@ -130,6 +159,7 @@ impl Client for ClientService {
         &self,
         req: Request<pb::CancelRequest>,
     ) -> Result<Response<pb::ActionReply>, Status> {
+        leader_only(&self.replica)?;
         let req = req.into_inner();
         let jobs = self.expand_ids(&req.job_ids)?;
         if req.signal != 0 {
@@ -154,7 +184,7 @@ impl Client for ClientService {
             .replica
             .propose(Command::Cancel { jobs, uid: req.uid, now }, vec![])
             .await
-            .map_err(status_of)?;
+            .map_err(|e| status_of(&self.replica, e))?;
         Ok(Response::new(pb::ActionReply { changed: changed(applied) }))
     }
 
@@ -162,6 +192,7 @@ impl Client for ClientService {
         &self,
         req: Request<pb::ControlRequest>,
     ) -> Result<Response<pb::ActionReply>, Status> {
+        leader_only(&self.replica)?;
         let req = req.into_inner();
         let now = (self.clock)();
         let action =
@@ -195,7 +226,8 @@ impl Client for ClientService {
                 }
             }
         };
-        let applied = self.replica.propose(cmd, vec![]).await.map_err(status_of)?;
+        let applied =
+            self.replica.propose(cmd, vec![]).await.map_err(|e| status_of(&self.replica, e))?;
         Ok(Response::new(pb::ActionReply { changed: changed(applied) }))
     }
 
@@ -204,6 +236,7 @@ impl Client for ClientService {
         req: Request<pb::OutputRequest>,
     ) -> Result<Response<pb::OutputReply>, Status> {
         let id = req.into_inner().job_id;
+        fresh(&self.replica).await?;
         let job = self
             .replica
             .read(|st| st.jobs.get(&id).cloned())
@@ -220,9 +253,124 @@ impl Client for ClientService {
             .collect();
         Ok(Response::new(pb::OutputReply { files }))
     }
+
+    async fn controllers(
+        &self,
+        _req: Request<pb::ControllersRequest>,
+    ) -> Result<Response<pb::ControllersReply>, Status> {
+        Ok(Response::new(self.group()))
+    }
+
+    async fn change_controllers(
+        &self,
+        req: Request<pb::ChangeControllersRequest>,
+    ) -> Result<Response<pb::ControllersReply>, Status> {
+        leader_only(&self.replica)?;
+        let req = req.into_inner();
+        let change = match (req.add_peer_addr.is_empty(), req.remove_id) {
+            (false, 0) => Membership::Add(self.identify(&req.add_peer_addr).await?),
+            (true, id) if id != 0 => {
+                if !self.replica.status().voters.contains(&id) {
+                    return Err(Status::not_found(format!("no controller {id} in the group")));
+                }
+                if id == self.me.id {
+                    // A leader does not remove itself: it hands over first, and the client
+                    // retries at the new leader.
+                    let to = self.replica.status().voters.into_iter().find(|v| *v != id);
+                    let Some(to) = to else {
+                        return Err(Status::failed_precondition(
+                            "cannot remove the last controller",
+                        ));
+                    };
+                    self.replica.transfer_leader(to);
+                    return Err(Status::unavailable(format!(
+                        "controller {id} leads; leadership is moving to {to}, ask again there"
+                    )));
+                }
+                Membership::Remove(id)
+            }
+            _ => {
+                return Err(Status::invalid_argument(
+                    "give either a peer address to add or an id to remove",
+                ));
+            }
+        };
+        self.replica.change_membership(change).await.map_err(|e| status_of(&self.replica, e))?;
+        Ok(Response::new(self.group()))
+    }
 }
 
 impl ClientService {
+    /// The group as this controller sees it.
+    fn group(&self) -> pb::ControllersReply {
+        let st = self.replica.status();
+        let controllers = self
+            .replica
+            .members()
+            .into_iter()
+            .map(|m| {
+                let role = if m.id == st.leader_id {
+                    "leader"
+                } else if m.id == st.id && st.role == StateRole::Candidate {
+                    "candidate"
+                } else {
+                    "follower"
+                };
+                let matched = st.progress.iter().find(|(id, _)| *id == m.id).map_or(0, |p| p.1);
+                pb::Controller {
+                    id: m.id,
+                    client_addr: m.client_addr,
+                    peer_addr: m.peer_addr,
+                    role: role.into(),
+                    matched,
+                }
+            })
+            .collect();
+        pb::ControllersReply {
+            controllers,
+            self_id: st.id,
+            leader_id: st.leader_id,
+            term: st.term,
+            commit: st.commit,
+            applied: st.applied,
+        }
+    }
+
+    /// Asks the controller listening at `peer_addr` who it is, before proposing it.
+    async fn identify(&self, peer_addr: &str) -> Result<Member, Status> {
+        use chorus_proto::peer::peer_client::PeerClient;
+        let ep = tonic::transport::Endpoint::from_shared(chorus_proto::leader::url(peer_addr))
+            .map_err(|e| Status::invalid_argument(format!("bad address {peer_addr}: {e}")))?
+            .connect_timeout(Duration::from_secs(3));
+        let ch = ep.connect().await.map_err(|e| {
+            Status::failed_precondition(format!("no controller answers at {peer_addr}: {e}"))
+        })?;
+        let who = PeerClient::new(ch)
+            .identify(chorus_proto::peer::IdentifyRequest {})
+            .await
+            .map_err(|e| {
+                Status::failed_precondition(format!(
+                    "{peer_addr} did not identify: {}",
+                    e.message()
+                ))
+            })?
+            .into_inner();
+        let cluster = self.replica.read(|st| st.config.cluster_name.clone());
+        if who.cluster_name != cluster {
+            return Err(Status::failed_precondition(format!(
+                "{peer_addr} belongs to cluster `{}`, not `{cluster}`",
+                who.cluster_name
+            )));
+        }
+        if self.replica.status().voters.contains(&who.id) {
+            return Err(Status::already_exists(format!(
+                "controller {} is already in the group",
+                who.id
+            )));
+        }
+        Ok(Member { id: who.id, client_addr: who.client_addr, peer_addr: who.peer_addr })
+    }
+
     /// Array ids name every task; unknown ids are refused before anything is proposed.
     fn expand_ids(&self, ids: &[u32]) -> Result<Vec<JobId>, Status> {
         self.replica.read(|st| {

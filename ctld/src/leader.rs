@@ -47,17 +47,24 @@ pub async fn schedule_loop(
     }
 }
 
-/// Marks nodes DOWN that stopped heartbeating for `timeout`. A freshly started controller
-/// counts from its own start, so a failover or restart never marks a healthy node DOWN.
+/// Marks nodes DOWN that stopped heartbeating for `timeout`. A controller that becomes
+/// leader counts from that moment, so a failover or restart never marks a healthy node DOWN.
 pub async fn liveness_loop(
     replica: ReplicaHandle,
     hub: Arc<NodeHub>,
     clock: fn() -> u64,
     timeout: Duration,
 ) {
+    let mut led = false;
     loop {
-        tokio::time::sleep(Duration::from_secs(1).min(timeout / 4)).await;
+        tokio::time::sleep(Duration::from_millis(200).min(timeout / 4)).await;
         if !replica.is_leader() {
+            led = false;
+            continue;
+        }
+        if !led {
+            hub.lead();
+            led = true;
             continue;
         }
         let up = replica.read(|st| {

@@ -13,6 +13,7 @@
 pub mod client_service;
 pub mod leader;
 pub mod nodes;
+pub mod peer;
 pub mod replica;
 pub mod server;
 pub mod storage;

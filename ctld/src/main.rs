@@ -4,7 +4,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use chorus_core::state::{ClusterConfig, Partition};
-use chorus_ctld::server::{CtldConfig, serve};
+use chorus_ctld::server::{CtldConfig, Founding, Listeners, serve};
+use chorus_ctld::storage::Member;
 use clap::Parser;
 
 /// The Chorus controller: accepts jobs, replicates them with Raft, schedules them on nodes.
@@ -17,6 +18,24 @@ struct Args {
     /// Address for the client and node APIs.
     #[arg(long, default_value = "127.0.0.1:6817")]
     listen: String,
+    /// Address for the peer API (raft messages between controllers).
+    #[arg(long, default_value = "127.0.0.1:6820")]
+    peer_listen: String,
+    /// This controller's id in its group (1, 2, 3, ...), unique and never reused.
+    #[arg(long, default_value_t = 1)]
+    id: u64,
+    /// The founding members of a new group, the same list on each:
+    /// `ID=CLIENT_ADDR/PEER_ADDR,...` (e.g. `1=10.0.0.1:6817/10.0.0.1:6820,2=...`).
+    /// Ignored once the state directory holds a log. Without it (and without --join) a
+    /// new controller founds a group of its own.
+    #[arg(long, value_parser = parse_members, conflicts_with = "join")]
+    initial_controllers: Option<Vec<Member>>,
+    /// Start empty and wait to be added to an existing group (`chorus controller add`).
+    #[arg(long)]
+    join: bool,
+    /// Raft tick in milliseconds: a leader silent for 10–20 ticks is replaced.
+    #[arg(long, default_value_t = 100)]
+    tick_ms: u64,
     #[arg(long, default_value = "chorus")]
     cluster_name: String,
     /// Name of the default partition.
@@ -50,7 +69,15 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let a = Args::parse();
+    let founding = match (a.initial_controllers, a.join) {
+        (Some(members), _) => Founding::Founders(members),
+        (None, true) => Founding::Join,
+        (None, false) => Founding::Alone,
+    };
     let cfg = CtldConfig {
+        id: a.id,
+        founding,
+        tick: Duration::from_millis(a.tick_ms.max(10)),
         state_dir: a.state_dir,
         cluster: ClusterConfig {
             cluster_name: a.cluster_name,
@@ -72,10 +99,14 @@ fn main() -> anyhow::Result<()> {
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(&a.listen)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", a.listen))?;
-        serve(cfg, listener, shutdown_signal()).await
+        let bind = |addr: String| async move {
+            tokio::net::TcpListener::bind(&addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))
+        };
+        let listeners =
+            Listeners { client: bind(a.listen).await?, peer: bind(a.peer_listen).await? };
+        serve(cfg, listeners, shutdown_signal()).await
     })
 }
 
@@ -87,4 +118,23 @@ async fn shutdown_signal() {
         _ = term.recv() => {},
     }
     tracing::info!("shutting down");
+}
+
+/// `1=HOST:PORT/HOST:PORT,2=...`: each controller's id, client address and peer address.
+fn parse_members(s: &str) -> Result<Vec<Member>, String> {
+    let mut out: Vec<Member> = vec![];
+    for item in s.split(',').filter(|i| !i.is_empty()) {
+        let bad = || format!("`{item}`: expected ID=CLIENT_ADDR/PEER_ADDR");
+        let (id, addrs) = item.split_once('=').ok_or_else(bad)?;
+        let (client_addr, peer_addr) = addrs.split_once('/').ok_or_else(bad)?;
+        let id: u64 = id.trim().parse().map_err(|_| bad())?;
+        if id == 0 || out.iter().any(|m| m.id == id) {
+            return Err(format!("`{item}`: ids must be distinct and above 0"));
+        }
+        out.push(Member { id, client_addr: client_addr.into(), peer_addr: peer_addr.into() });
+    }
+    if out.is_empty() {
+        return Err("no controllers given".into());
+    }
+    Ok(out)
 }

@@ -1,5 +1,7 @@
 //! The node API and what the controller knows about nodes outside the replicated state:
 //! when each last spoke (heartbeats are not logged) and the one-shot signals waiting for it.
+//! Only the leader serves nodes; a follower refuses naming the leader, and an assignment
+//! stream ends when its controller stops leading, so the agent finds the new leader.
 //!
 //! ```text
 //!   noded ──Register──▶ propose RegisterNode ──▶ state.nodes
@@ -19,24 +21,25 @@ use chorus_core::job::{JobId, JobInputs};
 use chorus_core::launch;
 use chorus_core::node::NodeState;
 use chorus_proto::WireError;
+use chorus_proto::leader::not_leader;
 use chorus_proto::node::{self as pn, node_service_server::NodeService};
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
-use crate::client_service::status_of;
+use crate::client_service::{leader_only, status_of};
 use crate::replica::ReplicaHandle;
-use crate::storage::SledStorage;
+use crate::storage::{RaftStore, SledStorage};
 
 /// In-memory, per-controller knowledge about nodes.
 pub struct NodeHub {
     last_seen: Mutex<HashMap<String, Instant>>,
     signals: Mutex<HashMap<String, Vec<(JobId, i32)>>>,
     wake: Mutex<HashMap<String, mpsc::Sender<()>>>,
-    /// When this controller started serving: a new leader gives every node this long
-    /// before it may be marked DOWN.
-    since: Instant,
+    /// When this controller last became leader: a new leader gives every node a full
+    /// timeout from then before it may mark it DOWN (no false alarms after a failover).
+    since: Mutex<Instant>,
 }
 
 impl NodeHub {
@@ -45,8 +48,15 @@ impl NodeHub {
             last_seen: Mutex::new(HashMap::new()),
             signals: Mutex::new(HashMap::new()),
             wake: Mutex::new(HashMap::new()),
-            since: Instant::now(),
+            since: Mutex::new(Instant::now()),
         }
+    }
+
+    /// This controller just became leader: forget what it saw before (heartbeats went to
+    /// another leader meanwhile) and count every node's silence from now.
+    pub fn lead(&self) {
+        self.last_seen.lock().expect("lock").clear();
+        *self.since.lock().expect("lock") = Instant::now();
     }
 
     pub fn seen(&self, node: &str) {
@@ -69,7 +79,8 @@ impl NodeHub {
     /// controller's start for nodes it has not heard from yet).
     pub fn silent(&self, up: impl Iterator<Item = String>, timeout: Duration) -> Vec<String> {
         let seen = self.last_seen.lock().expect("lock");
-        up.filter(|n| seen.get(n).copied().unwrap_or(self.since).elapsed() > timeout).collect()
+        let since = *self.since.lock().expect("lock");
+        up.filter(|n| seen.get(n).copied().unwrap_or(since).elapsed() > timeout).collect()
     }
 }
 
@@ -98,13 +109,14 @@ impl NodeService for NodeApi {
         &self,
         req: Request<pn::RegisterRequest>,
     ) -> Result<Response<pn::RegisterReply>, Status> {
+        leader_only(&self.replica)?;
         let reg: NodeRegistration = req.into_inner().try_into().map_err(wire)?;
         let name = reg.name.clone();
         let applied = self
             .replica
             .propose(Command::RegisterNode { reg: Box::new(reg), now: (self.clock)() }, vec![])
             .await
-            .map_err(status_of)?;
+            .map_err(|e| status_of(&self.replica, e))?;
         info!(node = %name, ?applied, "node registered");
         self.hub.seen(&name);
         let (cluster_name, kill_wait_secs) =
@@ -116,6 +128,7 @@ impl NodeService for NodeApi {
         &self,
         req: Request<pn::HeartbeatRequest>,
     ) -> Result<Response<pn::HeartbeatReply>, Status> {
+        leader_only(&self.replica)?;
         let name = req.into_inner().name;
         let known =
             self.replica.read(|st| st.nodes.get(&name).is_some_and(|n| n.state != NodeState::Down));
@@ -131,6 +144,7 @@ impl NodeService for NodeApi {
         &self,
         req: Request<pn::AssignmentsRequest>,
     ) -> Result<Response<AssignStream>, Status> {
+        leader_only(&self.replica)?;
         let name = req.into_inner().name;
         if !self.replica.read(|st| st.nodes.contains_key(&name)) {
             return Err(Status::failed_precondition("unknown node: register first"));
@@ -145,6 +159,10 @@ impl NodeService for NodeApi {
             let mut applied = replica.applied();
             let mut last: Option<Vec<AssignmentKey>> = None;
             loop {
+                if !replica.is_leader() {
+                    let _ = tx.send(Err(not_leader(replica.leader_addr().as_deref()))).await;
+                    break;
+                }
                 // Most applied commands (a submission, a pending reason) change nothing for
                 // this node: compare the cheap key before building any launch.
                 let signals = hub.take_signals(&name);
@@ -167,6 +185,8 @@ impl NodeService for NodeApi {
                     r = applied.changed() => if r.is_err() { break },
                     _ = wake_rx.recv() => {},
                     _ = tx.closed() => break,
+                    // Leadership can move without anything being applied here.
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {},
                 }
             }
         });
@@ -177,6 +197,7 @@ impl NodeService for NodeApi {
         &self,
         req: Request<pn::JobReport>,
     ) -> Result<Response<pn::ReportReply>, Status> {
+        leader_only(&self.replica)?;
         let (report, blobs): chorus_proto::ReportWithOutputs =
             req.into_inner().try_into().map_err(wire)?;
         self.hub.seen(&report.node);
@@ -192,7 +213,7 @@ impl NodeService for NodeApi {
                 warn!(job, node = %node, reason = %r, "report refused");
                 Ok(Response::new(pn::ReportReply {}))
             }
-            Err(e) => Err(status_of(e)),
+            Err(e) => Err(status_of(&self.replica, e)),
         }
     }
 }

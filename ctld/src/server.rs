@@ -1,8 +1,8 @@
-//! Assembles a controller: storage, replica, services, leader loops. Takes its listener and a
-//! shutdown future, so tests can bind `127.0.0.1:0`.
+//! Assembles a controller: storage, replica, peer transport, services, leader loops. Takes
+//! its listeners and a shutdown future, so tests can bind `127.0.0.1:0`.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use chorus_core::ClusterState;
@@ -10,40 +10,124 @@ use chorus_core::state::ClusterConfig;
 use chorus_proto::MAX_MESSAGE_BYTES;
 use chorus_proto::client::client_server::ClientServer;
 use chorus_proto::node::node_service_server::NodeServiceServer;
+use chorus_proto::peer::peer_server::PeerServer;
 use tokio::net::TcpListener;
 use tracing::info;
 
 use crate::client_service::ClientService;
 use crate::leader;
 use crate::nodes::{NodeApi, NodeHub};
-use crate::replica::{self, ReplicaConfig};
-use crate::storage::SledStorage;
+use crate::peer::{MAX_PEER_MESSAGE_BYTES, PeerService, PeerTransport};
+use crate::replica::{self, CoreConfig, ReplicaConfig};
+use crate::storage::{Member, RaftStore, SledStorage};
+
+/// How a controller starts the first time (ignored once its state directory holds a log).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Founding {
+    /// A group of its own, alone (the single-controller default).
+    Alone,
+    /// One of the founding members, all given the same list.
+    Founders(Vec<Member>),
+    /// Joins an existing group: waits, empty, for the leader to add it
+    /// (`chorus controller add`).
+    Join,
+}
 
 #[derive(Debug, Clone)]
 pub struct CtldConfig {
+    pub id: u64,
     pub state_dir: PathBuf,
     pub cluster: ClusterConfig,
     pub scheduler: String,
     pub node_timeout: Duration,
     pub snapshot_every: u64,
+    pub founding: Founding,
+    /// Raft's tick: elections take 10–20 ticks of silence, heartbeats go every 2.
+    pub tick: Duration,
+}
+
+/// The two listeners of a controller: clients and nodes on one, peers on the other.
+pub struct Listeners {
+    pub client: TcpListener,
+    pub peer: TcpListener,
 }
 
 pub async fn serve(
     cfg: CtldConfig,
-    listener: TcpListener,
+    listeners: Listeners,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(&cfg.state_dir)?;
     let store = SledStorage::open(&cfg.state_dir.join("raft"))?;
-    let initial = ClusterState::new(cfg.cluster.clone());
+    let me = Member {
+        id: cfg.id,
+        client_addr: listeners.client.local_addr()?.to_string(),
+        peer_addr: listeners.peer.local_addr()?.to_string(),
+    };
+    let founders = match &cfg.founding {
+        Founding::Alone => vec![me.clone()],
+        Founding::Founders(f) => {
+            if !f.iter().any(|m| m.id == me.id) {
+                anyhow::bail!("controller id {} is not among the initial controllers", me.id);
+            }
+            f.clone()
+        }
+        Founding::Join => vec![],
+    };
+    // Everything committed before a restart is applied again before anything is served: a
+    // read must never show fewer jobs than were acknowledged.
+    let recovered = store.hard_state().commit;
+
+    let cell = Arc::new(OnceLock::new());
+    let members_of = store.clone();
+    let transport = PeerTransport::new(
+        me.id,
+        Arc::new(move || members_of.members().unwrap_or_default()),
+        Arc::clone(&cell),
+    );
+    let incarnation = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
     let (replica, _thread) = replica::start(
         store.clone(),
-        initial,
-        ReplicaConfig { snapshot_every: cfg.snapshot_every, ..Default::default() },
+        ClusterState::new(cfg.cluster.clone()),
+        &founders,
+        transport,
+        ReplicaConfig {
+            core: CoreConfig {
+                incarnation,
+                snapshot_every: cfg.snapshot_every,
+                ..CoreConfig::new(me.id)
+            },
+            tick: cfg.tick,
+            ..Default::default()
+        },
     )?;
-    // Serve nothing before the log written before a restart is applied again: a read must
-    // never show fewer jobs than were acknowledged.
-    let recovered = raft::Storage::last_index(&store)?;
+    let _ = cell.set(replica.clone());
+
+    // Peers first: the group can elect no one without them.
+    let peer_service = PeerService {
+        replica: replica.clone(),
+        me: me.clone(),
+        cluster_name: cfg.cluster.cluster_name.clone(),
+    };
+    let (peer_stop, peer_stopped) = tokio::sync::oneshot::channel::<()>();
+    let peer_server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(
+                PeerServer::new(peer_service)
+                    .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
+                    .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES),
+            )
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(listeners.peer)
+                    .with_nodelay(Some(true)),
+                async {
+                    let _ = peer_stopped.await;
+                },
+            ),
+    );
+
     let mut applied = replica.applied();
     while *applied.borrow_and_update() < recovered {
         applied.changed().await?;
@@ -63,7 +147,6 @@ pub async fn serve(
         .map_err(anyhow::Error::msg)?;
     let hub = Arc::new(NodeHub::new());
     let clock: fn() -> u64 = crate::wall_clock;
-    let addr = listener.local_addr()?.to_string();
 
     tokio::spawn(leader::schedule_loop(
         replica.clone(),
@@ -80,12 +163,12 @@ pub async fn serve(
         scheduler,
         store: store.clone(),
         hub: Arc::clone(&hub),
-        addr: addr.clone(),
+        me: me.clone(),
         clock,
     };
     let nodes = NodeApi { replica, store, hub, clock };
-    info!(%addr, "ctld serving");
-    tonic::transport::Server::builder()
+    info!(id = me.id, client = %me.client_addr, peer = %me.peer_addr, "ctld serving");
+    let served = tonic::transport::Server::builder()
         .add_service(
             ClientServer::new(client)
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -98,9 +181,12 @@ pub async fn serve(
         )
         // No Nagle: a reply's trailers must not wait for the client's delayed ACK (40 ms).
         .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            tonic::transport::server::TcpIncoming::from(listeners.client).with_nodelay(Some(true)),
             shutdown,
         )
-        .await?;
+        .await;
+    let _ = peer_stop.send(());
+    let _ = peer_server.await;
+    served?;
     Ok(())
 }

@@ -1,20 +1,30 @@
-//! Raft log, hard state and snapshots in sled, behind `raft::Storage`.
+//! Raft log, hard state, snapshots and the replica's side tables, behind `raft::Storage`.
+//!
+//! [`RaftStore`] is what the replica needs of a store. Two implement it: [`SledStorage`]
+//! (the daemon) and [`mem::MemStore`] (the simulator and tests); one conformance suite
+//! (`storage/conformance.rs`) runs against both.
 //!
 //! ```text
-//!   tree "raft_log"   index (u64 BE) → Entry (protobuf)
-//!   tree "raft_meta"  "hard_state" → HardState, "conf_state" → ConfState,
-//!                     "snapshot" → Snapshot (metadata + the state machine's bytes)
-//!   tree "outputs"    job id (u32 BE) ++ n (u8) → bytes of the job's n-th output file
-//!   tree "inputs"     job or array id (u32 BE) → bincode of JobInputs (script, environment)
+//!   sled tree "raft_log"   index (u64 BE) → Entry (protobuf)
+//!   sled tree "raft_meta"  "hard_state" → HardState, "conf_state" → ConfState,
+//!                          "snapshot" → Snapshot (metadata + the state machine's bytes)
+//!   side table Inputs      job or array id (u32 BE) → bincode of JobInputs (script, environment)
+//!   side table Outputs     job id (u32 BE) ++ n (u8) → bytes of the job's n-th output file
+//!   side table Members     controller id (u64 BE) → bincode of Member (its addresses)
 //! ```
 //!
-//! `outputs` and `inputs` are written by the replica as it applies the entries that carry
-//! them, so every replica holds them and the in-memory state stays small.
+//! Side tables are written by the replica as it applies the entries that carry them, so every
+//! replica holds them and the in-memory state stays small. A snapshot sent to a follower
+//! carries them along ([`RaftStore::snapshot_for_peer`]): a new controller gets the scripts
+//! and outputs of every job it learns about.
 //!
-//! Durability: [`SledStorage::persist`] writes entries and hard state and then calls
-//! `flush()` (an fsync) once, so many proposals share one sync. Nothing is acknowledged
-//! to a client before that returns. sled recovers a prefix of its writes, so a crash between
-//! the log batch and the hard state leaves a state raft accepts (entries beyond the commit).
+//! Durability: [`RaftStore::persist`] writes entries and hard state and then syncs once, so
+//! many proposals share one fsync. Nothing is acknowledged to a client before that returns.
+//! sled recovers a prefix of its writes, so a crash between the log batch and the hard state
+//! leaves a state raft accepts (entries beyond the commit). `tests/crash.rs` checks this by
+//! killing a writer 200 times.
+
+pub mod mem;
 
 use std::path::Path;
 use std::sync::{Arc, RwLock};
@@ -22,6 +32,7 @@ use std::sync::{Arc, RwLock};
 use protobuf::Message as _;
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
 use raft::{GetEntriesContext, RaftState, StorageError};
+use serde::{Deserialize, Serialize};
 
 /// Errors of the storage layer, with what was being done.
 #[derive(Debug, thiserror::Error)]
@@ -30,10 +41,198 @@ pub enum StoreError {
     Sled(#[from] sled::Error),
     #[error("corrupt {what} in raft storage: {source}")]
     Corrupt { what: &'static str, source: protobuf::ProtobufError },
+    #[error("{what}: {why}")]
+    Encoding { what: &'static str, why: String },
+    #[error("snapshot at {index}: {why}")]
+    Snapshot { index: u64, why: String },
 }
 
 fn corrupt(what: &'static str) -> impl FnOnce(protobuf::ProtobufError) -> StoreError {
     move |source| StoreError::Corrupt { what, source }
+}
+
+/// Tables kept beside the log, written as entries apply and carried by snapshots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Side {
+    Inputs,
+    Outputs,
+    Members,
+}
+
+impl Side {
+    pub const ALL: [Side; 3] = [Side::Inputs, Side::Outputs, Side::Members];
+
+    fn tree(self) -> &'static str {
+        match self {
+            Side::Inputs => "inputs",
+            Side::Outputs => "outputs",
+            Side::Members => "members",
+        }
+    }
+}
+
+/// A side table's row: key and value.
+pub type Row = (Vec<u8>, Vec<u8>);
+
+/// What a snapshot's data holds: the state machine's bytes, and the side tables when the
+/// snapshot travels to a follower (empty in the copy kept on disk, whose tables are live).
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct SnapshotData {
+    pub state: Vec<u8>,
+    pub side: Vec<(Side, Vec<u8>, Vec<u8>)>,
+}
+
+impl SnapshotData {
+    pub fn encode(&self) -> Result<Vec<u8>, StoreError> {
+        bincode::serde::encode_to_vec(self, bincode::config::standard())
+            .map_err(|e| StoreError::Encoding { what: "snapshot", why: e.to_string() })
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
+        bincode::serde::decode_from_slice(bytes, bincode::config::standard())
+            .map(|(d, _)| d)
+            .map_err(|e| StoreError::Encoding { what: "snapshot", why: e.to_string() })
+    }
+}
+
+fn encode<T: Serialize>(what: &'static str, v: &T) -> Result<Vec<u8>, StoreError> {
+    bincode::serde::encode_to_vec(v, bincode::config::standard())
+        .map_err(|e| StoreError::Encoding { what, why: e.to_string() })
+}
+
+fn decode<T: serde::de::DeserializeOwned>(what: &'static str, b: &[u8]) -> Result<T, StoreError> {
+    bincode::serde::decode_from_slice(b, bincode::config::standard())
+        .map(|(v, _)| v)
+        .map_err(|e| StoreError::Encoding { what, why: e.to_string() })
+}
+
+/// What the replica needs of its storage beyond `raft::Storage`.
+pub trait RaftStore: raft::Storage + Clone + Send + Sync + 'static {
+    fn conf_state(&self) -> ConfState;
+    fn set_conf_state(&self, cs: ConfState) -> Result<(), StoreError>;
+    fn hard_state(&self) -> HardState;
+    /// Appends entries (replacing any conflicting suffix) and the hard state; syncs once
+    /// when `sync`.
+    fn persist(
+        &self,
+        entries: &[Entry],
+        hs: Option<&HardState>,
+        sync: bool,
+    ) -> Result<(), StoreError>;
+    /// Stores a snapshot of the state machine at `index` (an applied entry) and drops the
+    /// log up to it.
+    fn create_snapshot(&self, index: u64, data: Vec<u8>) -> Result<(), StoreError>;
+    /// Installs a snapshot from a leader: the log is replaced by the snapshot's point.
+    /// The caller loads the side tables first.
+    fn apply_snapshot(&self, snap: &Snapshot) -> Result<(), StoreError>;
+    fn load_snapshot(&self) -> Result<Option<Snapshot>, StoreError>;
+    fn side_put(&self, side: Side, key: &[u8], value: &[u8]) -> Result<(), StoreError>;
+    fn side_get(&self, side: Side, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    fn side_scan(&self, side: Side, prefix: &[u8]) -> Result<Vec<Row>, StoreError>;
+    fn side_remove(&self, side: Side, key: &[u8]) -> Result<(), StoreError>;
+    fn side_clear(&self, side: Side) -> Result<(), StoreError>;
+
+    /// True when nothing was ever stored: the caller bootstraps the group.
+    fn is_empty(&self) -> bool {
+        self.conf_state() == ConfState::default()
+            && self.hard_state() == HardState::default()
+            && raft::Storage::last_index(self).unwrap_or(0) == 0
+    }
+
+    /// Records the commit index (after a light ready advanced it); no sync of its own.
+    fn set_commit(&self, commit: u64) -> Result<(), StoreError> {
+        let mut hs = self.hard_state();
+        if hs.commit < commit {
+            hs.commit = commit;
+            self.persist(&[], Some(&hs), false)?;
+        }
+        Ok(())
+    }
+
+    /// The stored snapshot with the side tables added, for a follower to install.
+    fn snapshot_for_peer(&self, request_index: u64) -> raft::Result<Snapshot> {
+        let Some(mut snap) = self.load_snapshot().map_err(store_err)? else {
+            return Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable));
+        };
+        if snap.get_metadata().index < request_index {
+            return Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable));
+        }
+        let mut data = SnapshotData::decode(snap.get_data()).map_err(store_err)?;
+        for side in Side::ALL {
+            for (k, v) in self.side_scan(side, &[]).map_err(store_err)? {
+                data.side.push((side, k, v));
+            }
+        }
+        snap.set_data(data.encode().map_err(store_err)?.into());
+        Ok(snap)
+    }
+
+    /// Replaces every side table with the ones a snapshot carried.
+    fn load_side_tables(&self, rows: &[(Side, Vec<u8>, Vec<u8>)]) -> Result<(), StoreError> {
+        for side in Side::ALL {
+            self.side_clear(side)?;
+        }
+        for (side, k, v) in rows {
+            self.side_put(*side, k, v)?;
+        }
+        Ok(())
+    }
+
+    /// Keeps a submission's script and environment under its job (or array) id.
+    fn put_inputs(&self, key: u32, inputs: &chorus_core::job::JobInputs) -> Result<(), StoreError> {
+        self.side_put(Side::Inputs, &key.to_be_bytes(), &encode("inputs", inputs)?)
+    }
+
+    /// A job's script and environment; `None` if they were never stored.
+    fn inputs(&self, key: u32) -> Result<Option<chorus_core::job::JobInputs>, StoreError> {
+        match self.side_get(Side::Inputs, &key.to_be_bytes())? {
+            Some(b) => Ok(Some(decode("inputs", &b)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Keeps the bytes of a finished job's output files (written by every replica as it
+    /// applies the report that carried them).
+    fn put_outputs(&self, job: u32, data: &[Vec<u8>]) -> Result<(), StoreError> {
+        for (n, d) in data.iter().enumerate() {
+            let mut k = job.to_be_bytes().to_vec();
+            k.push(n as u8);
+            self.side_put(Side::Outputs, &k, d)?;
+        }
+        Ok(())
+    }
+
+    fn outputs(&self, job: u32) -> Result<Vec<Vec<u8>>, StoreError> {
+        Ok(self.side_scan(Side::Outputs, &job.to_be_bytes())?.into_iter().map(|(_, v)| v).collect())
+    }
+
+    /// Records a controller's addresses (as its conf change applies).
+    fn put_member(&self, m: &Member) -> Result<(), StoreError> {
+        self.side_put(Side::Members, &m.id.to_be_bytes(), &encode("member", m)?)
+    }
+
+    fn remove_member(&self, id: u64) -> Result<(), StoreError> {
+        self.side_remove(Side::Members, &id.to_be_bytes())
+    }
+
+    /// The controllers of the group and their addresses, by id.
+    fn members(&self) -> Result<Vec<Member>, StoreError> {
+        self.side_scan(Side::Members, &[])?.iter().map(|(_, v)| decode("member", v)).collect()
+    }
+}
+
+/// A controller of the group: its raft id and where to reach its two APIs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub id: u64,
+    /// `host:port` of its client and node API.
+    pub client_addr: String,
+    /// `host:port` of its peer (raft) API.
+    pub peer_addr: String,
+}
+
+pub(crate) fn store_err(e: impl std::fmt::Display) -> raft::Error {
+    raft::Error::Store(StorageError::Other(e.to_string().into()))
 }
 
 #[derive(Debug, Default, Clone)]
@@ -52,8 +251,7 @@ pub struct SledStorage {
     db: sled::Db,
     log: sled::Tree,
     meta: sled::Tree,
-    outputs: sled::Tree,
-    inputs: sled::Tree,
+    side: [sled::Tree; 3],
     cache: Arc<RwLock<Cache>>,
 }
 
@@ -77,8 +275,11 @@ impl SledStorage {
         let db = sled::Config::new().path(dir).mode(sled::Mode::HighThroughput).open()?;
         let log = db.open_tree("raft_log")?;
         let meta = db.open_tree("raft_meta")?;
-        let outputs = db.open_tree("outputs")?;
-        let inputs = db.open_tree("inputs")?;
+        let side = [
+            db.open_tree(Side::Inputs.tree())?,
+            db.open_tree(Side::Outputs.tree())?,
+            db.open_tree(Side::Members.tree())?,
+        ];
         let mut cache = Cache::default();
         if let Some(b) = meta.get(HARD_STATE)? {
             cache.hard_state = HardState::parse_from_bytes(&b).map_err(corrupt("hard state"))?;
@@ -95,33 +296,44 @@ impl SledStorage {
             Some((k, _)) => u64::from_be_bytes(k.as_ref().try_into().expect("8-byte keys")),
             None => cache.snap_index,
         };
-        Ok(Self { db, log, meta, outputs, inputs, cache: Arc::new(RwLock::new(cache)) })
+        Ok(Self { db, log, meta, side, cache: Arc::new(RwLock::new(cache)) })
     }
 
-    /// True when nothing was ever stored: the caller bootstraps the configuration.
-    pub fn is_empty(&self) -> bool {
-        self.cache.read().expect("not poisoned").conf_state == ConfState::default()
+    fn tree(&self, side: Side) -> &sled::Tree {
+        &self.side[side as usize]
     }
 
-    /// Sets the initial voters of a new group.
-    pub fn bootstrap(&self, voters: Vec<u64>) -> Result<(), StoreError> {
-        self.set_conf_state(ConfState { voters, ..Default::default() })?;
-        self.db.flush()?;
-        Ok(())
+    fn cache(&self) -> std::sync::RwLockReadGuard<'_, Cache> {
+        self.cache.read().expect("storage cache lock poisoned")
     }
 
-    pub fn set_conf_state(&self, cs: ConfState) -> Result<(), StoreError> {
+    fn cache_mut(&self) -> std::sync::RwLockWriteGuard<'_, Cache> {
+        self.cache.write().expect("storage cache lock poisoned")
+    }
+
+    /// Number of entries kept in the log.
+    pub fn log_len(&self) -> u64 {
+        let c = self.cache();
+        c.last_index - c.snap_index
+    }
+}
+
+impl RaftStore for SledStorage {
+    fn conf_state(&self) -> ConfState {
+        self.cache().conf_state.clone()
+    }
+
+    fn set_conf_state(&self, cs: ConfState) -> Result<(), StoreError> {
         self.meta.insert(CONF_STATE, cs.write_to_bytes().map_err(corrupt("conf state"))?)?;
-        self.cache.write().expect("not poisoned").conf_state = cs;
+        self.cache_mut().conf_state = cs;
         Ok(())
     }
 
-    pub fn conf_state(&self) -> ConfState {
-        self.cache.read().expect("not poisoned").conf_state.clone()
+    fn hard_state(&self) -> HardState {
+        self.cache().hard_state.clone()
     }
 
-    /// Appends entries (replacing any conflicting suffix) and the hard state, then syncs once.
-    pub fn persist(
+    fn persist(
         &self,
         entries: &[Entry],
         hs: Option<&HardState>,
@@ -129,7 +341,7 @@ impl SledStorage {
     ) -> Result<(), StoreError> {
         if let Some(first) = entries.first() {
             let mut batch = sled::Batch::default();
-            let last = self.cache.read().expect("not poisoned").last_index;
+            let last = self.cache().last_index;
             for i in first.index..=last {
                 batch.remove(&key(i));
             }
@@ -137,12 +349,11 @@ impl SledStorage {
                 batch.insert(&key(e.index), e.write_to_bytes().map_err(corrupt("entry"))?);
             }
             self.log.apply_batch(batch)?;
-            self.cache.write().expect("not poisoned").last_index =
-                entries.last().expect("non-empty").index;
+            self.cache_mut().last_index = entries.last().expect("non-empty").index;
         }
         if let Some(hs) = hs {
             self.meta.insert(HARD_STATE, hs.write_to_bytes().map_err(corrupt("hard state"))?)?;
-            self.cache.write().expect("not poisoned").hard_state = hs.clone();
+            self.cache_mut().hard_state = hs.clone();
         }
         if sync {
             self.db.flush()?;
@@ -150,21 +361,9 @@ impl SledStorage {
         Ok(())
     }
 
-    /// Records the commit index (after a light ready advanced it).
-    pub fn set_commit(&self, commit: u64) -> Result<(), StoreError> {
-        let mut hs = self.cache.read().expect("not poisoned").hard_state.clone();
-        if hs.commit < commit {
-            hs.commit = commit;
-            self.persist(&[], Some(&hs), false)?;
-        }
-        Ok(())
-    }
-
-    /// Stores a snapshot of the state machine at `index` and drops the log up to it.
-    pub fn create_snapshot(&self, index: u64, data: Vec<u8>) -> Result<(), StoreError> {
-        let term = raft::Storage::term(self, index).map_err(|e| {
-            StoreError::Sled(sled::Error::Unsupported(format!("snapshot at {index}: {e}")))
-        })?;
+    fn create_snapshot(&self, index: u64, data: Vec<u8>) -> Result<(), StoreError> {
+        let term = raft::Storage::term(self, index)
+            .map_err(|e| StoreError::Snapshot { index, why: e.to_string() })?;
         let mut snap = Snapshot::default();
         snap.set_data(data.into());
         let meta = snap.mut_metadata();
@@ -173,7 +372,7 @@ impl SledStorage {
         meta.set_conf_state(self.conf_state());
         self.meta.insert(SNAPSHOT, snap.write_to_bytes().map_err(corrupt("snapshot"))?)?;
         {
-            let mut c = self.cache.write().expect("not poisoned");
+            let mut c = self.cache_mut();
             c.snap_index = index;
             c.snap_term = term;
         }
@@ -186,84 +385,63 @@ impl SledStorage {
         Ok(())
     }
 
-    /// Installs a snapshot received from a leader (or loaded at start): replaces the log.
-    pub fn apply_snapshot(&self, snap: &Snapshot) -> Result<(), StoreError> {
+    fn apply_snapshot(&self, snap: &Snapshot) -> Result<(), StoreError> {
         let m = snap.get_metadata();
         self.meta.insert(SNAPSHOT, snap.write_to_bytes().map_err(corrupt("snapshot"))?)?;
         self.set_conf_state(m.get_conf_state().clone())?;
         self.log.clear()?;
-        let mut c = self.cache.write().expect("not poisoned");
-        c.snap_index = m.index;
-        c.snap_term = m.term;
-        c.last_index = m.index;
-        c.hard_state.commit = c.hard_state.commit.max(m.index);
-        c.hard_state.term = c.hard_state.term.max(m.term);
-        let hs = c.hard_state.clone();
-        drop(c);
+        let hs = {
+            let mut c = self.cache_mut();
+            c.snap_index = m.index;
+            c.snap_term = m.term;
+            c.last_index = m.index;
+            c.hard_state.commit = c.hard_state.commit.max(m.index);
+            c.hard_state.term = c.hard_state.term.max(m.term);
+            c.hard_state.clone()
+        };
         self.persist(&[], Some(&hs), true)
     }
 
-    /// The stored snapshot, if any (state machine bytes and metadata).
-    pub fn load_snapshot(&self) -> Result<Option<Snapshot>, StoreError> {
+    fn load_snapshot(&self) -> Result<Option<Snapshot>, StoreError> {
         match self.meta.get(SNAPSHOT)? {
             Some(b) => Ok(Some(Snapshot::parse_from_bytes(&b).map_err(corrupt("snapshot"))?)),
             None => Ok(None),
         }
     }
 
-    /// Number of entries kept in the log.
-    pub fn log_len(&self) -> u64 {
-        let c = self.cache.read().expect("not poisoned");
-        c.last_index - c.snap_index
-    }
-
-    /// Keeps the bytes of a finished job's output files (written by every replica as it
-    /// applies the report that carried them).
-    pub fn put_outputs(&self, job: u32, data: &[Vec<u8>]) -> Result<(), StoreError> {
-        for (n, d) in data.iter().enumerate() {
-            let mut k = job.to_be_bytes().to_vec();
-            k.push(n as u8);
-            self.outputs.insert(k, d.as_slice())?;
-        }
+    fn side_put(&self, side: Side, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        self.tree(side).insert(key, value)?;
         Ok(())
     }
 
-    /// Keeps a submission's script and environment under its job (or array) id.
-    pub fn put_inputs(
-        &self,
-        key: u32,
-        inputs: &chorus_core::job::JobInputs,
-    ) -> Result<(), StoreError> {
-        let bytes =
-            bincode::serde::encode_to_vec(inputs, bincode::config::standard()).map_err(|e| {
-                StoreError::Sled(sled::Error::Unsupported(format!("encode inputs: {e}")))
-            })?;
-        self.inputs.insert(key.to_be_bytes(), bytes)?;
+    fn side_get(&self, side: Side, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.tree(side).get(key)?.map(|v| v.to_vec()))
+    }
+
+    fn side_scan(&self, side: Side, prefix: &[u8]) -> Result<Vec<Row>, StoreError> {
+        self.tree(side)
+            .scan_prefix(prefix)
+            .map(|kv| {
+                let (k, v) = kv?;
+                Ok((k.to_vec(), v.to_vec()))
+            })
+            .collect()
+    }
+
+    fn side_remove(&self, side: Side, key: &[u8]) -> Result<(), StoreError> {
+        self.tree(side).remove(key)?;
         Ok(())
     }
 
-    /// A job's script and environment; `None` if they were never stored.
-    pub fn inputs(&self, key: u32) -> Result<Option<chorus_core::job::JobInputs>, StoreError> {
-        let Some(b) = self.inputs.get(key.to_be_bytes())? else { return Ok(None) };
-        let (v, _) =
-            bincode::serde::decode_from_slice(&b, bincode::config::standard()).map_err(|e| {
-                StoreError::Sled(sled::Error::Unsupported(format!("decode inputs {key}: {e}")))
-            })?;
-        Ok(Some(v))
+    fn side_clear(&self, side: Side) -> Result<(), StoreError> {
+        self.tree(side).clear()?;
+        Ok(())
     }
-
-    pub fn outputs(&self, job: u32) -> Result<Vec<Vec<u8>>, StoreError> {
-        self.outputs.scan_prefix(job.to_be_bytes()).values().map(|v| Ok(v?.to_vec())).collect()
-    }
-}
-
-fn store_err(e: impl std::fmt::Display) -> raft::Error {
-    raft::Error::Store(StorageError::Other(e.to_string().into()))
 }
 
 impl raft::Storage for SledStorage {
     fn initial_state(&self) -> raft::Result<RaftState> {
-        let c = self.cache.read().expect("not poisoned");
+        let c = self.cache();
         Ok(RaftState::new(c.hard_state.clone(), c.conf_state.clone()))
     }
 
@@ -275,11 +453,14 @@ impl raft::Storage for SledStorage {
         _context: GetEntriesContext,
     ) -> raft::Result<Vec<Entry>> {
         let max = max_size.into().unwrap_or(u64::MAX);
-        let c = self.cache.read().expect("not poisoned").clone();
-        if low <= c.snap_index {
+        let (snap_index, last_index) = {
+            let c = self.cache();
+            (c.snap_index, c.last_index)
+        };
+        if low <= snap_index {
             return Err(raft::Error::Store(StorageError::Compacted));
         }
-        if high > c.last_index + 1 {
+        if high > last_index + 1 {
             return Err(raft::Error::Store(StorageError::Unavailable));
         }
         let mut out = Vec::new();
@@ -297,14 +478,17 @@ impl raft::Storage for SledStorage {
     }
 
     fn term(&self, idx: u64) -> raft::Result<u64> {
-        let c = self.cache.read().expect("not poisoned").clone();
-        if idx == c.snap_index {
-            return Ok(c.snap_term);
+        let (snap_index, snap_term, last_index) = {
+            let c = self.cache();
+            (c.snap_index, c.snap_term, c.last_index)
+        };
+        if idx == snap_index {
+            return Ok(snap_term);
         }
-        if idx < c.snap_index {
+        if idx < snap_index {
             return Err(raft::Error::Store(StorageError::Compacted));
         }
-        if idx > c.last_index {
+        if idx > last_index {
             return Err(raft::Error::Store(StorageError::Unavailable));
         }
         match self.log.get(key(idx)).map_err(store_err)? {
@@ -314,20 +498,17 @@ impl raft::Storage for SledStorage {
     }
 
     fn first_index(&self) -> raft::Result<u64> {
-        Ok(self.cache.read().expect("not poisoned").snap_index + 1)
+        Ok(self.cache().snap_index + 1)
     }
 
     fn last_index(&self) -> raft::Result<u64> {
-        Ok(self.cache.read().expect("not poisoned").last_index)
+        Ok(self.cache().last_index)
     }
 
     fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        match self.load_snapshot().map_err(store_err)? {
-            Some(s) if s.get_metadata().index >= request_index => Ok(s),
-            _ => Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable)),
-        }
+        self.snapshot_for_peer(request_index)
     }
 }
 
 #[cfg(test)]
-mod tests;
+mod conformance;

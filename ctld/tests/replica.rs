@@ -3,8 +3,8 @@
 use chorus_core::fsm::{Applied, Command};
 use chorus_core::job::{JobInputs, JobSpec};
 use chorus_core::state::{ClusterConfig, ClusterState};
-use chorus_ctld::replica::{self, ReplicaConfig};
-use chorus_ctld::storage::SledStorage;
+use chorus_ctld::replica::{self, CoreConfig, NoPeers, ReplicaConfig};
+use chorus_ctld::storage::{Member, RaftStore, SledStorage};
 
 fn spec() -> JobSpec {
     JobSpec {
@@ -19,8 +19,19 @@ fn open(
     cfg: ReplicaConfig,
 ) -> (SledStorage, replica::ReplicaHandle, std::thread::JoinHandle<()>) {
     let store = SledStorage::open(dir).unwrap();
-    let (h, thread) =
-        replica::start(store.clone(), ClusterState::new(ClusterConfig::default()), cfg).unwrap();
+    let me = Member { id: 1, client_addr: "127.0.0.1:1".into(), peer_addr: "127.0.0.1:2".into() };
+    let (h, thread) = replica::start(
+        store.clone(),
+        ClusterState::new(ClusterConfig::default()),
+        &[me],
+        NoPeers,
+        cfg,
+    )
+    .unwrap();
+    // A founding member applies the group's bootstrap entries, then elects itself.
+    while !h.is_leader() {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
     (store, h, thread)
 }
 
@@ -58,8 +69,13 @@ async fn array_tasks_share_their_arrays_inputs() {
 async fn a_restart_replays_the_log_into_the_same_state() {
     let dir = tempfile::tempdir().unwrap();
     let before = {
-        let (_, h, thread) =
-            open(dir.path(), ReplicaConfig { snapshot_every: 3, ..Default::default() });
+        let (_, h, thread) = open(
+            dir.path(),
+            ReplicaConfig {
+                core: CoreConfig { snapshot_every: 3, ..CoreConfig::new(1) },
+                ..Default::default()
+            },
+        );
         for _ in 0..7 {
             submit(&h, spec()).await;
         }
@@ -69,7 +85,7 @@ async fn a_restart_replays_the_log_into_the_same_state() {
         st
     };
     let (store, h, _thread) = open(dir.path(), ReplicaConfig::default());
-    let target = raft::Storage::last_index(&store).unwrap();
+    let target = store.hard_state().commit;
     let mut applied = h.applied();
     while *applied.borrow_and_update() < target {
         applied.changed().await.unwrap();

@@ -2,18 +2,20 @@
 //! stream and reconcile it against what runs here, report every job that ends.
 //!
 //! Reconciliation is keyed by `(job, attempt)`: a launch seen again (re-sent after a
-//! reconnect or a failover) never starts a second process.
+//! reconnect or a failover) never starts a second process. The agent is given every
+//! controller of the group and follows the leader ([`Controllers`]): when the leader changes,
+//! its assignment stream ends, and the agent registers with the new leader as a reconnect
+//! (same session), which keeps every job it was given.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chorus_core::launch::LaunchSpec;
-use chorus_proto::MAX_MESSAGE_BYTES;
+use chorus_proto::leader::Controllers;
 use chorus_proto::node::{self as pn, node_service_client::NodeServiceClient};
 use nix::sys::signal::Signal;
 use tokio::sync::{mpsc, watch};
-use tonic::transport::Channel;
 use tracing::{info, warn};
 
 use crate::inventory::GpuInventory;
@@ -21,8 +23,8 @@ use crate::runner::{self, Finished, ProcessGroup, RunnerConfig};
 
 pub struct AgentConfig {
     pub name: String,
-    /// `http://host:port` of the controller.
-    pub controller: String,
+    /// `host:port` of every controller of the group.
+    pub controllers: Vec<String>,
     pub cpus: u32,
     pub mem_mb: u64,
     pub gpus: Box<dyn GpuInventory>,
@@ -62,25 +64,23 @@ pub fn local_time(epoch: u64) -> String {
     )
 }
 
-async fn connect(addr: &str) -> NodeServiceClient<Channel> {
-    let mut delay = Duration::from_millis(100);
-    loop {
-        match Channel::from_shared(addr.to_owned()) {
-            Ok(ep) => match ep.connect_timeout(Duration::from_secs(3)).connect().await {
-                Ok(ch) => {
-                    return NodeServiceClient::new(ch)
-                        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                        .max_encoding_message_size(MAX_MESSAGE_BYTES);
-                }
-                Err(e) => warn!(controller = addr, error = %e, "controller unreachable, retrying"),
-            },
-            Err(e) => {
-                warn!(controller = addr, error = %e, "bad controller address");
-            }
-        }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(5));
-    }
+/// How long one call keeps looking for a leader before the agent logs and starts over.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// Calls `method` on the leader's node API with a clone of `req` for every attempt.
+macro_rules! node_rpc {
+    ($ctl:expr, $patience:expr, $method:ident, $req:expr) => {{
+        let req = $req;
+        let max = $ctl.max_message();
+        $ctl.call($patience, |ch| {
+            let req = req.clone();
+            let mut c = NodeServiceClient::new(ch)
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max);
+            async move { c.$method(req).await }
+        })
+        .await
+    }};
 }
 
 /// Runs the agent until `shutdown` resolves. Jobs keep running across controller outages.
@@ -90,24 +90,23 @@ pub async fn run(cfg: AgentConfig, shutdown: impl std::future::Future<Output = (
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Finished>();
     let kill_wait = Arc::new(Mutex::new(Duration::from_secs(30)));
     let gpus = cfg.gpus.gpus();
+    // Lets the controller tell this process reconnecting from a restarted agent.
+    let session: u64 = rand::random();
     info!(node = %cfg.name, cpus = cfg.cpus, mem_mb = cfg.mem_mb, gpus = gpus.len(), inventory = cfg.gpus.name(), "node agent starting");
 
     // Reports go out in their own task, retried until the controller takes them.
     let reporter = {
         let cfg = Arc::clone(&cfg);
         tokio::spawn(async move {
-            let mut client = connect(&cfg.controller).await;
+            let mut ctl = Controllers::new(&cfg.controllers);
             while let Some(f) = done_rx.recv().await {
                 let req = report(&cfg.name, &f);
-                let mut delay = Duration::from_millis(200);
                 loop {
-                    match client.report(req.clone()).await {
+                    match node_rpc!(ctl, PATIENCE, report, req.clone()) {
                         Ok(_) => break,
                         Err(e) => {
                             warn!(job = f.job_id, error = %e, "report not delivered, retrying");
-                            tokio::time::sleep(delay).await;
-                            delay = (delay * 2).min(Duration::from_secs(5));
-                            client = connect(&cfg.controller).await;
+                            tokio::time::sleep(Duration::from_secs(1)).await;
                         }
                     }
                 }
@@ -116,15 +115,18 @@ pub async fn run(cfg: AgentConfig, shutdown: impl std::future::Future<Output = (
     };
 
     let session = async {
+        let mut ctl = Controllers::new(&cfg.controllers);
         loop {
-            let mut client = connect(&cfg.controller).await;
-            let running: Vec<pn::RunningJob> = jobs
-                .lock()
-                .expect("lock")
-                .running
-                .keys()
-                .map(|(job_id, attempt)| pn::RunningJob { job_id: *job_id, attempt: *attempt })
-                .collect();
+            // Jobs that ended here but whose report has not been taken yet are still ours:
+            // listing them keeps the controller from declaring them lost.
+            let running: Vec<pn::RunningJob> = {
+                let j = jobs.lock().expect("lock");
+                j.running
+                    .keys()
+                    .chain(&j.finished)
+                    .map(|(job_id, attempt)| pn::RunningJob { job_id: *job_id, attempt: *attempt })
+                    .collect()
+            };
             let reg = pn::RegisterRequest {
                 name: cfg.name.clone(),
                 addr: String::new(),
@@ -146,10 +148,10 @@ pub async fn run(cfg: AgentConfig, shutdown: impl std::future::Future<Output = (
                 version: env!("CARGO_PKG_VERSION").into(),
                 os: os_string(),
                 running,
+                session,
             };
-            match client.register(reg).await {
+            match node_rpc!(ctl, PATIENCE, register, reg) {
                 Ok(r) => {
-                    let r = r.into_inner();
                     *kill_wait.lock().expect("lock") =
                         Duration::from_secs(u64::from(r.kill_wait_secs));
                     info!(cluster = %r.cluster_name, "registered");
@@ -160,16 +162,16 @@ pub async fn run(cfg: AgentConfig, shutdown: impl std::future::Future<Output = (
                     continue;
                 }
             }
-            let stream =
-                match client.assignments(pn::AssignmentsRequest { name: cfg.name.clone() }).await {
-                    Ok(s) => s.into_inner(),
-                    Err(e) => {
-                        warn!(error = %e, "assignment stream refused, retrying");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                        continue;
-                    }
-                };
-            follow(&cfg, &jobs, &kill_wait, &done_tx, client, stream).await;
+            let req = pn::AssignmentsRequest { name: cfg.name.clone() };
+            let stream = match node_rpc!(ctl, PATIENCE, assignments, req) {
+                Ok(s) => s,
+                Err(e) => {
+                    warn!(error = %e, "assignment stream refused, retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            follow(&cfg, &jobs, &kill_wait, &done_tx, ctl.clone(), stream).await;
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     };
@@ -186,7 +188,7 @@ async fn follow(
     jobs: &Arc<Mutex<Jobs>>,
     kill_wait: &Arc<Mutex<Duration>>,
     done_tx: &mpsc::UnboundedSender<Finished>,
-    mut client: NodeServiceClient<Channel>,
+    mut ctl: Controllers,
     mut stream: tonic::Streaming<pn::AssignmentSet>,
 ) {
     let mut beat = tokio::time::interval(cfg.heartbeat);
@@ -204,8 +206,9 @@ async fn follow(
                 Err(e) => { warn!(error = %e, "assignment stream broke"); return; }
             },
             _ = beat.tick() => {
-                match client.heartbeat(pn::HeartbeatRequest { name: cfg.name.clone() }).await {
-                    Ok(r) if !r.get_ref().known => { warn!("controller does not know this node: registering again"); return; }
+                let req = pn::HeartbeatRequest { name: cfg.name.clone() };
+                match node_rpc!(ctl, Duration::from_secs(5), heartbeat, req) {
+                    Ok(r) if !r.known => { warn!("controller does not know this node: registering again"); return; }
                     Ok(_) => {}
                     Err(e) => { warn!(error = %e, "heartbeat failed"); return; }
                 }

@@ -15,9 +15,10 @@ struct Args {
     /// This node's name (default: the host name).
     #[arg(long)]
     name: Option<String>,
-    /// The controller's address.
-    #[arg(long, default_value = "127.0.0.1:6817")]
-    controller: String,
+    /// The controllers' client addresses, comma-separated (any one leads the agent to the
+    /// leader). `CHORUS_CONTROLLERS` is used when this is not given.
+    #[arg(long, alias = "controller", value_delimiter = ',')]
+    controllers: Vec<String>,
     /// Where scripts are staged and jobs without a shared working directory run.
     #[arg(long, default_value = "/var/lib/chorus/noded")]
     state_dir: PathBuf,
@@ -56,11 +57,16 @@ fn main() -> anyhow::Result<()> {
         None => Box::new(NvmlInventory),
     };
     std::fs::create_dir_all(&a.state_dir)?;
-    let controller = if a.controller.contains("://") {
-        a.controller
-    } else {
-        format!("http://{}", a.controller)
-    };
+    let mut controllers = a.controllers;
+    if controllers.is_empty() {
+        controllers = std::env::var("CHORUS_CONTROLLERS")
+            .unwrap_or_else(|_| "127.0.0.1:6817".into())
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect();
+    }
     let cfg = AgentConfig {
         runner: RunnerConfig {
             node_name: name.clone(),
@@ -68,7 +74,7 @@ fn main() -> anyhow::Result<()> {
             max_output_bytes: 16 << 20,
         },
         name,
-        controller,
+        controllers,
         cpus: a.node_cpus.unwrap_or_else(inventory::os_cpus),
         mem_mb: a.node_mem.unwrap_or_else(inventory::os_mem_mb),
         gpus,

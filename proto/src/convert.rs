@@ -200,6 +200,7 @@ impl TryFrom<pn::RegisterRequest> for NodeRegistration {
                     .collect(),
             },
             boot_time: p.boot_time,
+            session: p.session,
             version: p.version,
             os: p.os,
             running: p.running.into_iter().map(|r| (r.job_id, r.attempt)).collect(),

@@ -18,6 +18,12 @@ pub mod node {
     tonic::include_proto!("chorus.node.v1");
 }
 
+pub mod peer {
+    tonic::include_proto!("chorus.peer.v1");
+}
+
+pub mod leader;
+
 mod convert;
 
 pub use convert::{ReportWithOutputs, WireError, decode_bincode, encode_bincode};

@@ -1,12 +1,14 @@
 //! `chorus`: the operator's command. `chorus up` starts a local cluster; `chorus output`
-//! brings a finished job's output files into place.
+//! brings a finished job's output files into place; `chorus controller` grows or shrinks the
+//! controller group.
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use chorus_cli::{ClientConf, Ctl, print, run_main};
+use chorus_cli::{ClientConf, Ctl, print, rpc, run_main};
+use chorus_proto::client as pb;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
@@ -29,6 +31,24 @@ enum Cmd {
         /// Job id, or array job id for every task.
         job: String,
     },
+    /// Show, add or remove the controllers of the group.
+    Controller {
+        #[command(subcommand)]
+        action: ControllerCmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ControllerCmd {
+    /// One line per controller: id, role, addresses, how far its log is known to match.
+    List,
+    /// Add a controller started with `ctld --join --id N`, by its peer address.
+    Add {
+        /// `host:port` of the new controller's peer API (its `--peer-listen`).
+        peer_addr: String,
+    },
+    /// Remove a controller from the group, by id.
+    Remove { id: u64 },
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -39,6 +59,9 @@ struct UpArgs {
     /// Number of node agents.
     #[arg(long, default_value_t = 2)]
     nodes: u32,
+    /// Number of controllers (1, or 3 or 5 for a replicated group).
+    #[arg(long, default_value_t = 1)]
+    controllers: u32,
     /// Controller port on 127.0.0.1 (0: any free port).
     #[arg(long, default_value_t = 0)]
     port: u16,
@@ -72,7 +95,27 @@ fn main() {
             }
         }),
         Cmd::Output { job } => run_main("chorus", output(job)),
+        Cmd::Controller { action } => run_main("chorus", controller(action)),
     }
+}
+
+async fn controller(action: ControllerCmd) -> anyhow::Result<i32> {
+    let mut ctl = Ctl::connect().await?;
+    let reply = match action {
+        ControllerCmd::List => rpc!(ctl, controllers, pb::ControllersRequest {})?,
+        ControllerCmd::Add { peer_addr } => rpc!(
+            ctl,
+            change_controllers,
+            pb::ChangeControllersRequest { add_peer_addr: peer_addr, remove_id: 0 }
+        )?,
+        ControllerCmd::Remove { id } => rpc!(
+            ctl,
+            change_controllers,
+            pb::ChangeControllersRequest { add_peer_addr: String::new(), remove_id: id }
+        )?,
+    };
+    print(&chorus_cli::format::controllers(&reply))?;
+    Ok(0)
 }
 
 async fn output(job: String) -> anyhow::Result<i32> {
@@ -95,10 +138,29 @@ async fn output(job: String) -> anyhow::Result<i32> {
 struct Daemon {
     name: String,
     child: Child,
+    bin: PathBuf,
+    args: Vec<String>,
+}
+
+impl Daemon {
+    /// Starts the same daemon again, appending to its log.
+    fn restart(&mut self, log: &Path) -> anyhow::Result<()> {
+        let log_file = std::fs::OpenOptions::new().append(true).create(true).open(log)?;
+        *self = start_child(&self.name, &self.bin, &self.args, log_file)?;
+        Ok(())
+    }
 }
 
 fn spawn(name: &str, bin: &Path, args: &[String], log: &Path) -> anyhow::Result<Daemon> {
-    let log_file = std::fs::File::create(log)?;
+    start_child(name, bin, args, std::fs::File::create(log)?)
+}
+
+fn start_child(
+    name: &str,
+    bin: &Path,
+    args: &[String],
+    log_file: std::fs::File,
+) -> anyhow::Result<Daemon> {
     let mut cmd = Command::new(bin);
     cmd.args(args).stdin(Stdio::null()).stdout(log_file.try_clone()?).stderr(log_file);
     // SAFETY: prctl only sets this child's parent-death signal.
@@ -109,7 +171,7 @@ fn spawn(name: &str, bin: &Path, args: &[String], log: &Path) -> anyhow::Result<
         });
     }
     let child = cmd.spawn().map_err(|e| anyhow::anyhow!("cannot start {}: {e}", bin.display()))?;
-    Ok(Daemon { name: name.to_owned(), child })
+    Ok(Daemon { name: name.to_owned(), child, bin: bin.to_owned(), args: args.to_vec() })
 }
 
 fn sibling(name: &str) -> anyhow::Result<PathBuf> {
@@ -126,36 +188,84 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// `(id, client address, peer address)` of each local controller. Chosen once and kept in
+/// `DIR/controllers`: a group's members are in its log, so a restart must reuse them.
+fn local_group(dir: &Path, count: u32, port: u16) -> anyhow::Result<Vec<(u64, String, String)>> {
+    let path = dir.join("controllers");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let group: Vec<(u64, String, String)> = text
+            .lines()
+            .filter_map(|l| {
+                let mut f = l.split_whitespace();
+                Some((f.next()?.parse().ok()?, f.next()?.to_owned(), f.next()?.to_owned()))
+            })
+            .collect();
+        if group.len() as u32 != count {
+            anyhow::bail!(
+                "{} was started with {} controller(s), not {count}: use the same --controllers, or another --dir",
+                dir.display(),
+                group.len()
+            );
+        }
+        return Ok(group);
+    }
+    let mut group = vec![];
+    for id in 1..=u64::from(count) {
+        let client = if id == 1 && port != 0 { port } else { free_port()? };
+        group.push((id, format!("127.0.0.1:{client}"), format!("127.0.0.1:{}", free_port()?)));
+    }
+    let text: String = group.iter().map(|(i, c, p)| format!("{i} {c} {p}\n")).collect();
+    std::fs::write(&path, text)?;
+    Ok(group)
+}
+
 fn up(a: UpArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(a.dir.join("log"))?;
     let dir = std::fs::canonicalize(&a.dir)?;
-    let port = if a.port == 0 { free_port()? } else { a.port };
-    let addr = format!("127.0.0.1:{port}");
-    let mut daemons = vec![spawn(
-        "ctld",
-        &sibling("ctld")?,
-        &[
+    if ![1, 3, 5].contains(&a.controllers) {
+        anyhow::bail!("--controllers must be 1, 3 or 5 (a group tolerates (N-1)/2 failures)");
+    }
+    // Ports are remembered in the state directory: a restarted cluster keeps its group.
+    let group = local_group(&dir, a.controllers, a.port)?;
+    let member_list = group
+        .iter()
+        .map(|(id, client, peer)| format!("{id}={client}/{peer}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let client_addrs: Vec<String> = group.iter().map(|g| g.1.clone()).collect();
+    let mut daemons = vec![];
+    for (id, client, peer) in &group {
+        let name = if group.len() == 1 { "ctld".to_owned() } else { format!("ctld{id}") };
+        let mut args = vec![
+            "--id".into(),
+            id.to_string(),
             "--state-dir".into(),
-            dir.join("ctld").display().to_string(),
+            dir.join(&name).display().to_string(),
             "--listen".into(),
-            addr.clone(),
+            client.clone(),
+            "--peer-listen".into(),
+            peer.clone(),
             "--cluster-name".into(),
             a.cluster_name.clone(),
             "--kill-wait".into(),
             a.kill_wait.to_string(),
             "--node-timeout".into(),
             a.node_timeout.to_string(),
-        ],
-        &dir.join("log/ctld.log"),
-    )?];
+        ];
+        if group.len() > 1 {
+            args.extend(["--initial-controllers".into(), member_list.clone()]);
+        }
+        let log = dir.join(format!("log/{name}.log"));
+        daemons.push(spawn(&name, &sibling("ctld")?, &args, &log)?);
+    }
     let noded = sibling("noded")?;
     for i in 1..=a.nodes {
         let name = format!("node{i}");
         let mut args = vec![
             "--name".into(),
             name.clone(),
-            "--controller".into(),
-            addr.clone(),
+            "--controllers".into(),
+            client_addrs.join(","),
             "--state-dir".into(),
             dir.join("noded").join(&name).display().to_string(),
         ];
@@ -171,7 +281,7 @@ fn up(a: UpArgs) -> anyhow::Result<()> {
         daemons.push(spawn(&name, &noded, &args, &dir.join(format!("log/{name}.log")))?);
     }
     let conf_path = dir.join("chorus.toml");
-    let conf = ClientConf { cluster_name: a.cluster_name.clone(), controllers: vec![addr.clone()] };
+    let conf = ClientConf { cluster_name: a.cluster_name.clone(), controllers: client_addrs };
     std::fs::write(&conf_path, toml::to_string(&conf)?)?;
 
     let result = serve_until_stopped(&a, &conf_path, &mut daemons);
@@ -217,7 +327,12 @@ fn serve_until_stopped(a: &UpArgs, conf_path: &Path, daemons: &mut [Daemon]) -> 
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    println!("Chorus cluster up: 1 controller, {} node(s); state in {}", a.nodes, a.dir.display());
+    let controllers = if a.controllers == 1 {
+        "1 controller".to_owned()
+    } else {
+        format!("{} controllers (Raft group)", a.controllers)
+    };
+    println!("Chorus cluster up: {controllers}, {} node(s); state in {}", a.nodes, a.dir.display());
     println!("export CHORUS_CONF={}", conf_path.display());
     // Until SIGINT/SIGTERM, watch the daemons: one that dies stops the whole cluster loudly
     // rather than leaving a half-working one behind.
@@ -231,10 +346,23 @@ fn serve_until_stopped(a: &UpArgs, conf_path: &Path, daemons: &mut [Daemon]) -> 
         }
         for d in daemons.iter_mut() {
             if let Ok(Some(status)) = d.child.try_wait() {
+                let log = a.dir.join(format!("log/{}.log", d.name));
+                if a.controllers > 1 && d.name.starts_with("ctld") {
+                    // A group rides out the loss of a minority: bring the controller back, as
+                    // a service manager would, and let it catch up from its log and peers.
+                    eprintln!(
+                        "chorus: {} exited ({status}); restarting it. See {}",
+                        d.name,
+                        log.display()
+                    );
+                    std::thread::sleep(Duration::from_secs(1));
+                    d.restart(&log)?;
+                    continue;
+                }
                 anyhow::bail!(
                     "{} exited ({status}); stopping the cluster. See {}",
                     d.name,
-                    a.dir.join(format!("log/{}.log", d.name)).display()
+                    log.display()
                 );
             }
         }

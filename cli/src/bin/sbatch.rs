@@ -89,9 +89,13 @@ async fn submit(args: Vec<String>) -> anyhow::Result<i32> {
             return Ok(1);
         }
     };
-    let req = pb::SubmitRequest { spec: Some((&spec).into()), test_only: opts.test_only };
-    let reply = match ctl.client.submit(req).await {
-        Ok(r) => r.into_inner(),
+    // One id for every retry: a submission that reached a leader that then failed is
+    // answered by the next leader, not created twice.
+    let request_id = rand::random::<u128>().to_be_bytes().to_vec();
+    let req =
+        pb::SubmitRequest { spec: Some((&spec).into()), test_only: opts.test_only, request_id };
+    let reply = match chorus_cli::rpc!(ctl, submit, req.clone()) {
+        Ok(r) => r,
         Err(s) => {
             eprintln!("sbatch: error: Batch job submission failed: {}", s.message());
             return Ok(1);

@@ -120,7 +120,8 @@ async fn cancel(a: Args) -> anyhow::Result<i32> {
         return Ok(0);
     }
     let (_, uid, _) = current_user();
-    match ctl.client.cancel(pb::CancelRequest { job_ids: targets, signal, uid }).await {
+    let req = pb::CancelRequest { job_ids: targets, signal, uid };
+    match chorus_cli::rpc!(ctl, cancel, req.clone()) {
         Ok(_) => Ok(0),
         Err(s) => {
             eprintln!("scancel: error: {}", s.message());

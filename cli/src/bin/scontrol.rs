@@ -74,10 +74,12 @@ async fn control(args: Vec<String>) -> anyhow::Result<i32> {
         }
         ["update", ..] => update(&words[1..]).await,
         ["ping"] => {
-            let mut ctl = Ctl::connect().await?;
-            let (_, r) = ctl.cluster().await?;
-            print(&format!("Slurmctld(primary) at {} is UP\n", r.controller_addr))?;
-            Ok(0)
+            let conf = chorus_cli::ClientConf::load()?;
+            let pings = chorus_cli::ping_all(&conf).await;
+            print(&chorus_cli::format::controllers::ping(&pings))?;
+            // Like Slurm's: failure when no controller that could lead answers.
+            let leader = pings.iter().any(|p| matches!(p.role.as_deref(), Some("leader")));
+            Ok(if leader { 0 } else { 1 })
         }
         ["version"] | ["-v"] | ["--version"] => chorus_cli::print_version(),
         [] => {
@@ -194,7 +196,7 @@ async fn act(action: Action, targets: &[&str], fields: Vec<pb::KeyValue>) -> any
         reason: String::new(),
         user: String::new(),
     };
-    match ctl.client.control(req).await {
+    match chorus_cli::rpc!(ctl, control, req.clone()) {
         Ok(_) => Ok(0),
         Err(s) => {
             eprintln!("{}", s.message());
@@ -243,7 +245,7 @@ async fn update(words: &[&str]) -> anyhow::Result<i32> {
             reason,
             user,
         };
-        return match ctl.client.control(req).await {
+        return match chorus_cli::rpc!(ctl, control, req.clone()) {
             Ok(_) => Ok(0),
             Err(s) => {
                 eprintln!("{}", s.message());

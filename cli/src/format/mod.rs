@@ -24,12 +24,14 @@ use chorus_core::slurm::dependency::{DepState, ItemStatus};
 use chorus_core::slurm::hostlist;
 use chorus_core::slurm::pattern::{self, PatternVars};
 
+pub mod controllers;
 pub mod sacct;
 pub mod scontrol;
 pub mod sinfo;
 pub mod squeue;
 pub mod timefmt;
 
+pub use controllers::controllers;
 pub use timefmt::Tz;
 
 /// How long an UNLIMITED job is taken to run when an end time must be printed (a year, as

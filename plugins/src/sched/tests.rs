@@ -31,6 +31,7 @@ fn cluster(nodes: u32, cpus: u32) -> ClusterState {
             version: "t".into(),
             os: "linux".into(),
             running: vec![],
+            session: 0,
         };
         fsm::apply(&mut st, Command::RegisterNode { reg: Box::new(reg), now: 1 }).unwrap();
     }
@@ -145,6 +146,7 @@ fn gpu_node(st: &mut ClusterState, name: &str, models: &[&str]) {
         version: "t".into(),
         os: "linux".into(),
         running: vec![],
+        session: 0,
     };
     fsm::apply(st, Command::RegisterNode { reg: Box::new(reg), now: 1 }).unwrap();
 }

@@ -1,0 +1,205 @@
+//! Following the leader of a controller group, for every client (the CLI, `noded`).
+//!
+//! ```text
+//!   call(f) ──▶ current controller ──ok──────────────────────────▶ reply
+//!                    │ UNAVAILABLE + `chorus-leader: ADDR` ──▶ retry at ADDR
+//!                    │ UNAVAILABLE / no answer ──────────────▶ retry at the next one (backoff)
+//!                    └ any other error ──────────────────────▶ the caller's
+//! ```
+//!
+//! A follower refuses what only the leader may do with `UNAVAILABLE` and, when it knows the
+//! leader, that leader's client address in the response metadata [`LEADER_HEADER`]
+//! (Slurm's commands likewise walk the `SlurmctldHost` list). Retrying is safe for reads,
+//! and for submissions because they carry a request id the controller applies once.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+
+/// Metadata key of a follower's refusal: the leader's client address.
+pub const LEADER_HEADER: &str = "chorus-leader";
+
+/// The refusal a follower sends: `UNAVAILABLE`, naming the leader when it knows one.
+pub fn not_leader(leader: Option<&str>) -> Status {
+    let mut s = Status::unavailable(match leader {
+        Some(l) => format!("this controller is not the leader; the leader is {l}"),
+        None => "this controller is not the leader, and no leader is known yet".into(),
+    });
+    if let Some(v) = leader.and_then(|l| l.parse().ok()) {
+        s.metadata_mut().insert(LEADER_HEADER, v);
+    }
+    s
+}
+
+/// The leader a refusal names, if any.
+pub fn leader_hint(s: &Status) -> Option<String> {
+    s.metadata().get(LEADER_HEADER)?.to_str().ok().map(str::to_owned)
+}
+
+/// `host:port` → `http://host:port`; full URLs are kept.
+pub fn url(addr: &str) -> String {
+    if addr.contains("://") { addr.to_owned() } else { format!("http://{addr}") }
+}
+
+/// Whether trying again (elsewhere) may succeed: no leader here, or nobody answered.
+pub fn retryable(s: &Status) -> bool {
+    match s.code() {
+        Code::Unavailable => true,
+        // A connection that breaks mid-call (a controller killed) surfaces as UNKNOWN.
+        Code::Unknown => {
+            let m = s.message();
+            m.contains("transport") || m.contains("connection") || m.contains("h2 protocol")
+        }
+        _ => false,
+    }
+}
+
+/// The controllers a client knows, and a connection to the one it believes leads.
+#[derive(Debug, Clone)]
+pub struct Controllers {
+    addrs: Vec<String>,
+    current: usize,
+    channel: Option<Channel>,
+    max_message: usize,
+}
+
+impl Controllers {
+    /// `addrs`: `host:port` (or URLs) of the controllers, as configured.
+    pub fn new(addrs: &[String]) -> Self {
+        Self {
+            addrs: addrs.iter().map(|a| url(a)).collect(),
+            current: 0,
+            channel: None,
+            max_message: crate::MAX_MESSAGE_BYTES,
+        }
+    }
+
+    /// The controller the next call goes to.
+    pub fn current(&self) -> &str {
+        &self.addrs[self.current]
+    }
+
+    pub fn addrs(&self) -> &[String] {
+        &self.addrs
+    }
+
+    pub fn max_message(&self) -> usize {
+        self.max_message
+    }
+
+    async fn channel(&mut self) -> Result<Channel, Status> {
+        if let Some(ch) = &self.channel {
+            return Ok(ch.clone());
+        }
+        let ep = Endpoint::from_shared(self.current().to_owned())
+            .map_err(|e| Status::invalid_argument(format!("bad controller address: {e}")))?
+            .connect_timeout(Duration::from_secs(3))
+            .tcp_nodelay(true);
+        let ch = ep.connect().await.map_err(|e| {
+            Status::unavailable(format!("cannot connect to {}: {e}", self.current()))
+        })?;
+        self.channel = Some(ch.clone());
+        Ok(ch)
+    }
+
+    fn go_to(&mut self, leader: &str) {
+        let leader = url(leader);
+        self.current = match self.addrs.iter().position(|a| *a == leader) {
+            Some(i) => i,
+            None => {
+                // A controller added after this client read its configuration.
+                self.addrs.push(leader);
+                self.addrs.len() - 1
+            }
+        };
+        self.channel = None;
+    }
+
+    fn next(&mut self) {
+        self.current = (self.current + 1) % self.addrs.len();
+        self.channel = None;
+    }
+
+    /// Calls `f` on the leader: follows redirects, and tries the next controller when one
+    /// does not answer, until `patience` is spent. Then the last error is returned.
+    pub async fn call<T, F, Fut>(&mut self, patience: Duration, mut f: F) -> Result<T, Status>
+    where
+        F: FnMut(Channel) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        let deadline = Instant::now() + patience;
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            let result = match self.channel().await {
+                Ok(ch) => f(ch).await.map(tonic::Response::into_inner),
+                Err(e) => Err(e),
+            };
+            let err = match result {
+                Ok(v) => return Ok(v),
+                Err(e) if retryable(&e) => e,
+                Err(e) => return Err(e),
+            };
+            if Instant::now() >= deadline {
+                return Err(err);
+            }
+            match leader_hint(&err) {
+                Some(leader) if url(&leader) != self.current() => self.go_to(&leader),
+                _ => {
+                    self.next();
+                    // A whole round without an answer: an election is under way, or all
+                    // are down. Wait a little before the next round.
+                    if self.current == 0 || self.addrs.len() == 1 {
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(1));
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_names_the_leader() {
+        let s = not_leader(Some("127.0.0.1:6818"));
+        assert_eq!(s.code(), Code::Unavailable);
+        assert_eq!(leader_hint(&s).as_deref(), Some("127.0.0.1:6818"));
+        assert!(retryable(&s));
+        assert_eq!(leader_hint(&not_leader(None)), None);
+    }
+
+    #[test]
+    fn only_unavailability_is_retried() {
+        assert!(!retryable(&Status::failed_precondition("Invalid job id specified")));
+        assert!(!retryable(&Status::invalid_argument("bad")));
+        assert!(retryable(&Status::unknown("transport error")));
+    }
+
+    #[test]
+    fn a_redirect_to_an_unknown_controller_is_remembered() {
+        let mut c = Controllers::new(&["127.0.0.1:1".into(), "127.0.0.1:2".into()]);
+        c.go_to("127.0.0.1:2");
+        assert_eq!(c.current(), "http://127.0.0.1:2");
+        c.go_to("127.0.0.1:3");
+        assert_eq!(c.current(), "http://127.0.0.1:3");
+        assert_eq!(c.addrs().len(), 3);
+        c.next();
+        assert_eq!(c.current(), "http://127.0.0.1:1");
+    }
+
+    #[tokio::test]
+    async fn nobody_answering_is_an_error_after_patience() {
+        // Port 1 on loopback: refused at once.
+        let mut c = Controllers::new(&["127.0.0.1:1".into()]);
+        let started = Instant::now();
+        let r: Result<(), Status> =
+            c.call(Duration::from_millis(300), |_ch| async { Ok(tonic::Response::new(())) }).await;
+        assert_eq!(r.unwrap_err().code(), Code::Unavailable);
+        assert!(started.elapsed() >= Duration::from_millis(300));
+    }
+}
