@@ -29,7 +29,7 @@ struct Args {
     /// Ignored once the state directory holds a log. Without it (and without --join) a
     /// new controller founds a group of its own.
     #[arg(long, value_parser = parse_members, conflicts_with = "join")]
-    initial_controllers: Option<Vec<Member>>,
+    initial_controllers: Option<MemberList>,
     /// Start empty and wait to be added to an existing group (`chorus controller add`).
     #[arg(long)]
     join: bool,
@@ -70,7 +70,7 @@ fn main() -> anyhow::Result<()> {
         .init();
     let a = Args::parse();
     let founding = match (a.initial_controllers, a.join) {
-        (Some(members), _) => Founding::Founders(members),
+        (Some(MemberList(members)), _) => Founding::Founders(members),
         (None, true) => Founding::Join,
         (None, false) => Founding::Alone,
     };
@@ -120,8 +120,12 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
+/// The founding members, as one flag value.
+#[derive(Debug, Clone)]
+struct MemberList(Vec<Member>);
+
 /// `1=HOST:PORT/HOST:PORT,2=...`: each controller's id, client address and peer address.
-fn parse_members(s: &str) -> Result<Vec<Member>, String> {
+fn parse_members(s: &str) -> Result<MemberList, String> {
     let mut out: Vec<Member> = vec![];
     for item in s.split(',').filter(|i| !i.is_empty()) {
         let bad = || format!("`{item}`: expected ID=CLIENT_ADDR/PEER_ADDR");
@@ -136,5 +140,5 @@ fn parse_members(s: &str) -> Result<Vec<Member>, String> {
     if out.is_empty() {
         return Err("no controllers given".into());
     }
-    Ok(out)
+    Ok(MemberList(out))
 }

@@ -28,7 +28,7 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
-use crate::client_service::{leader_only, status_of};
+use crate::client_service::{fresh, leader_only, status_of};
 use crate::replica::ReplicaHandle;
 use crate::storage::{RaftStore, SledStorage};
 
@@ -145,6 +145,10 @@ impl NodeService for NodeApi {
         req: Request<pn::AssignmentsRequest>,
     ) -> Result<Response<AssignStream>, Status> {
         leader_only(&self.replica)?;
+        // A new leader may not have applied all that its predecessor committed (a job it
+        // started, say): a set built from that state would tell the agent to stop the job.
+        // The ReadIndex round makes the first set at least as new as anything committed.
+        fresh(&self.replica).await?;
         let name = req.into_inner().name;
         if !self.replica.read(|st| st.nodes.contains_key(&name)) {
             return Err(Status::failed_precondition("unknown node: register first"));

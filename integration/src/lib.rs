@@ -7,6 +7,8 @@
 //!        └── run("sbatch", ...) with CHORUS_CONF set and the built binaries first on PATH
 //! ```
 
+pub mod sim;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -49,11 +51,20 @@ pub struct ClusterOpts {
     pub node_mem: u64,
     pub node_gpus: Option<u32>,
     pub kill_wait: u32,
+    /// 1, or 3 or 5 for a Raft group (`chorus up` restarts a controller that dies).
+    pub controllers: u32,
 }
 
 impl Default for ClusterOpts {
     fn default() -> Self {
-        Self { nodes: 2, node_cpus: 2, node_mem: 4000, node_gpus: None, kill_wait: 2 }
+        Self {
+            nodes: 2,
+            node_cpus: 2,
+            node_mem: 4000,
+            node_gpus: None,
+            kill_wait: 2,
+            controllers: 1,
+        }
     }
 }
 
@@ -75,7 +86,8 @@ impl Cluster {
             .args(["--nodes", &o.nodes.to_string()])
             .args(["--node-cpus", &o.node_cpus.to_string()])
             .args(["--node-mem", &o.node_mem.to_string()])
-            .args(["--kill-wait", &o.kill_wait.to_string()]);
+            .args(["--kill-wait", &o.kill_wait.to_string()])
+            .args(["--controllers", &o.controllers.to_string()]);
         if let Some(g) = o.node_gpus {
             cmd.args(["--node-gpus", &g.to_string()]);
         }
@@ -214,6 +226,45 @@ impl Cluster {
                 cmd.contains(&dir) && cmd.contains(needle) && !cmd.contains("chorus\0up")
             })
             .collect()
+    }
+
+    /// `scontrol ping`: `(role, client address, up)` of each controller.
+    pub fn ping(&self) -> Vec<(String, String, bool)> {
+        let out = self.run("scontrol", &["ping"]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| {
+                // Slurmctld(ROLE) at ADDR is UP|DOWN
+                let rest = l.strip_prefix("Slurmctld(")?;
+                let (role, rest) = rest.split_once(") at ")?;
+                let (addr, state) = rest.split_once(" is ")?;
+                Some((role.to_owned(), addr.to_owned(), state == "UP"))
+            })
+            .collect()
+    }
+
+    /// Waits until every controller answers and one of them leads; returns the leader's
+    /// client address.
+    pub fn wait_group(&self, timeout: Duration) -> String {
+        let start = Instant::now();
+        loop {
+            let ping = self.ping();
+            if !ping.is_empty() && ping.iter().all(|p| p.2) {
+                if let Some(l) = ping.iter().find(|p| p.0 == "leader" || p.0 == "primary") {
+                    return l.1.clone();
+                }
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "controller group not whole after {timeout:?}: {ping:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The pid of the controller whose client API listens on `addr`.
+    pub fn ctld_pid(&self, addr: &str) -> Option<i32> {
+        self.daemon_pids(&format!("--listen\0{addr}\0")).into_iter().next()
     }
 
     /// Waits for `chorus up` to exit on its own.
