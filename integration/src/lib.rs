@@ -249,10 +249,11 @@ impl Cluster {
         let start = Instant::now();
         loop {
             let ping = self.ping();
-            if !ping.is_empty() && ping.iter().all(|p| p.2) {
-                if let Some(l) = ping.iter().find(|p| p.0 == "leader" || p.0 == "primary") {
-                    return l.1.clone();
-                }
+            if !ping.is_empty()
+                && ping.iter().all(|p| p.2)
+                && let Some(l) = ping.iter().find(|p| p.0 == "leader" || p.0 == "primary")
+            {
+                return l.1.clone();
             }
             assert!(
                 start.elapsed() < timeout,

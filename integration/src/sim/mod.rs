@@ -48,7 +48,8 @@ pub type Ms = u64;
 /// A deliberate bug, to prove the checker is wired in (tests only).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sabotage {
-    /// Halfway through the fault phase, a follower's state machine is changed behind raft.
+    /// From halfway through the fault phase, a follower's state machine is changed behind
+    /// raft's back every second.
     DivergeState,
     /// The first agent runs every job, whatever node it was placed on.
     DoubleRun,

@@ -112,8 +112,9 @@ impl World {
         Ok(())
     }
 
-    /// Changes a follower's state machine behind raft's back
-    /// ([`crate::sim::Sabotage::DivergeState`]).
+    /// Changes a follower's state machine behind raft's back, every second until the run
+    /// ends ([`crate::sim::Sabotage::DivergeState`]): a crash or a snapshot may undo one
+    /// change before another replica applies the same index, not all of them.
     pub(super) fn sabotage(&mut self) {
         let follower = self
             .replicas
@@ -122,5 +123,6 @@ impl World {
         if let Some(core) = follower.and_then(|r| r.core.as_ref()) {
             core.state().write().expect("state lock poisoned").next_job_id += 1000;
         }
+        self.after(1_000, Event::Sabotage);
     }
 }
