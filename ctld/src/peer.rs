@@ -35,11 +35,16 @@ pub const MAX_PEER_MESSAGE_BYTES: usize = 512 * 1024 * 1024;
 
 type Members = Arc<dyn Fn() -> Vec<Member> + Send + Sync>;
 
+/// Peer addresses learned from incoming batches (`from_addr`), for controllers the
+/// replicated member table does not name yet.
+pub type AddressBook = Arc<Mutex<HashMap<u64, String>>>;
+
 /// Sends raft messages to peers over gRPC.
 pub struct PeerTransport {
-    me: u64,
+    me: Member,
     queues: Mutex<HashMap<u64, mpsc::UnboundedSender<Message>>>,
     members: Members,
+    learned: AddressBook,
     replica: Arc<OnceLock<ReplicaHandle>>,
     rt: tokio::runtime::Handle,
 }
@@ -47,11 +52,17 @@ pub struct PeerTransport {
 impl PeerTransport {
     /// `members` names every controller's peer address; `replica` is set once the replica is
     /// started (the transport is handed to it, so it cannot exist before).
-    pub fn new(me: u64, members: Members, replica: Arc<OnceLock<ReplicaHandle>>) -> Self {
+    pub fn new(
+        me: Member,
+        members: Members,
+        learned: AddressBook,
+        replica: Arc<OnceLock<ReplicaHandle>>,
+    ) -> Self {
         Self {
             me,
             queues: Mutex::new(HashMap::new()),
             members,
+            learned,
             replica,
             rt: tokio::runtime::Handle::current(),
         }
@@ -66,9 +77,10 @@ impl Transport for PeerTransport {
             let q = queues.entry(to).or_insert_with(|| {
                 let (tx, rx) = mpsc::unbounded_channel();
                 let link = Link {
-                    me: self.me,
+                    me: self.me.clone(),
                     to,
                     members: Arc::clone(&self.members),
+                    learned: Arc::clone(&self.learned),
                     replica: Arc::clone(&self.replica),
                     client: None,
                 };
@@ -82,9 +94,10 @@ impl Transport for PeerTransport {
 
 /// The sending side of one peer.
 struct Link {
-    me: u64,
+    me: Member,
     to: u64,
     members: Members,
+    learned: AddressBook,
     replica: Arc<OnceLock<ReplicaHandle>>,
     client: Option<PeerClient<Channel>>,
 }
@@ -131,7 +144,11 @@ impl Link {
                 None => return false,
             },
         };
-        let mut req = Request::new(pp::RaftBatch { from: self.me, messages });
+        let mut req = Request::new(pp::RaftBatch {
+            from: self.me.id,
+            messages,
+            from_addr: self.me.peer_addr.clone(),
+        });
         req.set_timeout(if snapshot { Duration::from_secs(120) } else { Duration::from_secs(5) });
         match client.clone().deliver(req).await {
             Ok(_) => true,
@@ -144,11 +161,13 @@ impl Link {
     }
 
     async fn connect(&mut self) -> Option<PeerClient<Channel>> {
-        let Some(m) = (self.members)().into_iter().find(|m| m.id == self.to) else {
+        let known = (self.members)().into_iter().find(|m| m.id == self.to).map(|m| m.peer_addr);
+        let learned = || self.learned.lock().expect("address book lock").get(&self.to).cloned();
+        let Some(addr) = known.or_else(learned) else {
             debug!(to = self.to, "no address known for this controller");
             return None;
         };
-        let ep = tonic::transport::Endpoint::from_shared(chorus_proto::leader::url(&m.peer_addr))
+        let ep = tonic::transport::Endpoint::from_shared(chorus_proto::leader::url(&addr))
             .ok()?
             .connect_timeout(Duration::from_secs(1))
             .tcp_nodelay(true);
@@ -161,7 +180,7 @@ impl Link {
                 Some(c)
             }
             Err(e) => {
-                debug!(to = self.to, addr = %m.peer_addr, error = %e, "controller unreachable");
+                debug!(to = self.to, %addr, error = %e, "controller unreachable");
                 None
             }
         }
@@ -173,6 +192,7 @@ pub struct PeerService {
     pub replica: ReplicaHandle,
     pub me: Member,
     pub cluster_name: String,
+    pub learned: AddressBook,
 }
 
 #[tonic::async_trait]
@@ -182,6 +202,9 @@ impl Peer for PeerService {
         req: Request<pp::RaftBatch>,
     ) -> Result<Response<pp::DeliverReply>, Status> {
         let batch = req.into_inner();
+        if !batch.from_addr.is_empty() {
+            self.learned.lock().expect("address book lock").insert(batch.from, batch.from_addr);
+        }
         for bytes in batch.messages {
             let msg = Message::parse_from_bytes(&bytes)
                 .map_err(|e| Status::invalid_argument(format!("bad raft message: {e}")))?;

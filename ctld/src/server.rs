@@ -80,9 +80,11 @@ pub async fn serve(
 
     let cell = Arc::new(OnceLock::new());
     let members_of = store.clone();
+    let learned = crate::peer::AddressBook::default();
     let transport = PeerTransport::new(
-        me.id,
+        me.clone(),
         Arc::new(move || members_of.members().unwrap_or_default()),
+        Arc::clone(&learned),
         Arc::clone(&cell),
     );
     let incarnation = std::time::SystemTime::now()
@@ -110,6 +112,7 @@ pub async fn serve(
         replica: replica.clone(),
         me: me.clone(),
         cluster_name: cfg.cluster.cluster_name.clone(),
+        learned,
     };
     let (peer_stop, peer_stopped) = tokio::sync::oneshot::channel::<()>();
     let peer_server = tokio::spawn(

@@ -53,6 +53,8 @@ pub struct ClusterOpts {
     pub kill_wait: u32,
     /// 1, or 3 or 5 for a Raft group (`chorus up` restarts a controller that dies).
     pub controllers: u32,
+    /// Entries between snapshots (`None`: the default).
+    pub snapshot_every: Option<u64>,
 }
 
 impl Default for ClusterOpts {
@@ -64,6 +66,7 @@ impl Default for ClusterOpts {
             node_gpus: None,
             kill_wait: 2,
             controllers: 1,
+            snapshot_every: None,
         }
     }
 }
@@ -90,6 +93,9 @@ impl Cluster {
             .args(["--controllers", &o.controllers.to_string()]);
         if let Some(g) = o.node_gpus {
             cmd.args(["--node-gpus", &g.to_string()]);
+        }
+        if let Some(n) = o.snapshot_every {
+            cmd.args(["--snapshot-every", &n.to_string()]);
         }
         let mut child =
             cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("start chorus up");

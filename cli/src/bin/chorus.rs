@@ -82,6 +82,9 @@ struct UpArgs {
     /// Seconds without a heartbeat before a node is marked DOWN.
     #[arg(long, default_value_t = 60)]
     node_timeout: u64,
+    /// Controllers snapshot their state and compact their log every this many entries.
+    #[arg(long, default_value_t = 20_000)]
+    snapshot_every: u64,
 }
 
 fn main() {
@@ -102,7 +105,23 @@ fn main() {
 async fn controller(action: ControllerCmd) -> anyhow::Result<i32> {
     let mut ctl = Ctl::connect().await?;
     let reply = match action {
-        ControllerCmd::List => rpc!(ctl, controllers, pb::ControllersRequest {})?,
+        ControllerCmd::List => {
+            let r = rpc!(ctl, controllers, pb::ControllersRequest {})?;
+            // Only the leader knows how far each log matches: ask it when a follower answered.
+            let leader = r.controllers.iter().find(|c| c.id == r.leader_id && c.id != r.self_id);
+            match leader {
+                Some(l) => {
+                    let mut at_leader = Ctl {
+                        controllers: chorus_proto::leader::Controllers::new(&[l
+                            .client_addr
+                            .clone()]),
+                        conf: ctl.conf.clone(),
+                    };
+                    rpc!(at_leader, controllers, pb::ControllersRequest {}).unwrap_or(r)
+                }
+                None => r,
+            }
+        }
         ControllerCmd::Add { peer_addr } => rpc!(
             ctl,
             change_controllers,
@@ -251,6 +270,8 @@ fn up(a: UpArgs) -> anyhow::Result<()> {
             a.kill_wait.to_string(),
             "--node-timeout".into(),
             a.node_timeout.to_string(),
+            "--snapshot-every".into(),
+            a.snapshot_every.to_string(),
         ];
         if group.len() > 1 {
             args.extend(["--initial-controllers".into(), member_list.clone()]);

@@ -106,6 +106,10 @@ pub struct Core<S: RaftStore> {
     next_seq: u64,
     applied: u64,
     last_snapshot: u64,
+    /// A conf change was applied: snapshot at once. raft-rs refuses a snapshot whose
+    /// configuration does not name the receiver, so a controller just added can only catch
+    /// up from a snapshot taken after its addition.
+    snapshot_due: bool,
     removed: bool,
 }
 
@@ -191,6 +195,7 @@ impl<S: RaftStore> Core<S> {
             next_seq: 1,
             applied,
             last_snapshot: applied,
+            snapshot_due: false,
             removed: false,
         };
         core.campaign_if_alone();
@@ -285,11 +290,13 @@ impl<S: RaftStore> Core<S> {
             Membership::Add(m) => (ConfChangeType::AddNode, m.id, Some(m)),
             Membership::Remove(id) => (ConfChangeType::RemoveNode, *id, None),
         };
+        // The change carries the member's addresses (every replica records them as it
+        // applies); the entry's context carries the origin, as for commands.
         let context =
             conf_context(origin, member).map_err(|e| ProposeError::Storage(e.to_string()))?;
-        let cc = ConfChange { change_type, node_id, ..Default::default() };
+        let cc = ConfChange { change_type, node_id, context: context.into(), ..Default::default() };
         self.raw
-            .propose_conf_change(context, cc)
+            .propose_conf_change(origin.encode(), cc)
             .map_err(|e| ProposeError::Membership(e.to_string()))?;
         Ok(origin.seq)
     }
@@ -425,6 +432,7 @@ impl<S: RaftStore> Core<S> {
             Err(e) => return Ok(Err(ProposeError::Membership(e.to_string()))),
         };
         self.store.set_conf_state(cs)?;
+        self.snapshot_due = true;
         match cc.get_change_type() {
             ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {
                 let ctx = cc.get_context();
@@ -490,7 +498,8 @@ impl<S: RaftStore> Core<S> {
     }
 
     fn maybe_snapshot(&mut self) -> Result<(), StoreError> {
-        if self.applied < self.last_snapshot + self.cfg.snapshot_every {
+        let due = std::mem::take(&mut self.snapshot_due) && self.applied > self.last_snapshot;
+        if !due && self.applied < self.last_snapshot + self.cfg.snapshot_every {
             return Ok(());
         }
         let state = {
