@@ -109,14 +109,10 @@ async fn controller(action: ControllerCmd) -> anyhow::Result<i32> {
             let r = rpc!(ctl, controllers, pb::ControllersRequest {})?;
             // Only the leader knows how far each log matches: ask it when a follower answered.
             let leader = r.controllers.iter().find(|c| c.id == r.leader_id && c.id != r.self_id);
-            match leader {
-                Some(l) => {
-                    let mut at_leader = Ctl {
-                        controllers: chorus_proto::leader::Controllers::new(&[l
-                            .client_addr
-                            .clone()]),
-                        conf: ctl.conf.clone(),
-                    };
+            match leader.map(|l| l.client_addr.clone()) {
+                Some(addr) => {
+                    let controllers = chorus_proto::leader::Controllers::new(&[addr]);
+                    let mut at_leader = Ctl { controllers, conf: ctl.conf.clone() };
                     rpc!(at_leader, controllers, pb::ControllersRequest {}).unwrap_or(r)
                 }
                 None => r,
