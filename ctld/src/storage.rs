@@ -237,6 +237,48 @@ pub(crate) fn store_err(e: impl std::fmt::Display) -> raft::Error {
     raft::Error::Store(StorageError::Other(e.to_string().into()))
 }
 
+/// `raft::Storage::entries`'s contract over a log holding `(snap_index, last_index]`: the
+/// range must be held, and at least one entry is returned however small `max` is.
+pub(crate) fn entries_within(
+    (low, high): (u64, u64),
+    (snap_index, last_index): (u64, u64),
+    max: u64,
+    read: impl Iterator<Item = raft::Result<Entry>>,
+) -> raft::Result<Vec<Entry>> {
+    if low <= snap_index {
+        return Err(raft::Error::Store(StorageError::Compacted));
+    }
+    if high > last_index + 1 {
+        return Err(raft::Error::Store(StorageError::Unavailable));
+    }
+    let mut out = Vec::new();
+    let mut size = 0u64;
+    for e in read {
+        let e = e?;
+        size += u64::from(e.compute_size());
+        if !out.is_empty() && size > max {
+            break;
+        }
+        out.push(e);
+    }
+    Ok(out)
+}
+
+/// `raft::Storage::term`'s contract: the snapshot's term at its index, `Compacted` before,
+/// `Unavailable` after the log; `read` for the indexes in between.
+pub(crate) fn term_within(
+    idx: u64,
+    (snap_index, snap_term, last_index): (u64, u64, u64),
+    read: impl FnOnce() -> raft::Result<u64>,
+) -> raft::Result<u64> {
+    match idx {
+        i if i == snap_index => Ok(snap_term),
+        i if i < snap_index => Err(raft::Error::Store(StorageError::Compacted)),
+        i if i > last_index => Err(raft::Error::Store(StorageError::Unavailable)),
+        _ => read(),
+    }
+}
+
 #[derive(Debug, Default, Clone)]
 struct Cache {
     hard_state: HardState,
@@ -474,49 +516,26 @@ impl raft::Storage for SledStorage {
         max_size: impl Into<Option<u64>>,
         _context: GetEntriesContext,
     ) -> raft::Result<Vec<Entry>> {
-        let max = max_size.into().unwrap_or(u64::MAX);
-        let (snap_index, last_index) = {
+        let held = {
             let c = self.cache();
             (c.snap_index, c.last_index)
         };
-        if low <= snap_index {
-            return Err(raft::Error::Store(StorageError::Compacted));
-        }
-        if high > last_index + 1 {
-            return Err(raft::Error::Store(StorageError::Unavailable));
-        }
-        let mut out = Vec::new();
-        let mut size = 0u64;
-        for item in self.log.range(key(low)..key(high)) {
+        let read = self.log.range(key(low)..key(high)).map(|item| {
             let (_, v) = item.map_err(store_err)?;
-            let e = Entry::parse_from_bytes(&v).map_err(store_err)?;
-            size += u64::from(e.compute_size());
-            if !out.is_empty() && size > max {
-                break;
-            }
-            out.push(e);
-        }
-        Ok(out)
+            Entry::parse_from_bytes(&v).map_err(store_err)
+        });
+        entries_within((low, high), held, max_size.into().unwrap_or(u64::MAX), read)
     }
 
     fn term(&self, idx: u64) -> raft::Result<u64> {
-        let (snap_index, snap_term, last_index) = {
+        let held = {
             let c = self.cache();
             (c.snap_index, c.snap_term, c.last_index)
         };
-        if idx == snap_index {
-            return Ok(snap_term);
-        }
-        if idx < snap_index {
-            return Err(raft::Error::Store(StorageError::Compacted));
-        }
-        if idx > last_index {
-            return Err(raft::Error::Store(StorageError::Unavailable));
-        }
-        match self.log.get(key(idx)).map_err(store_err)? {
+        term_within(idx, held, || match self.log.get(key(idx)).map_err(store_err)? {
             Some(v) => Ok(Entry::parse_from_bytes(&v).map_err(store_err)?.term),
             None => Err(raft::Error::Store(StorageError::Unavailable)),
-        }
+        })
     }
 
     fn first_index(&self) -> raft::Result<u64> {

@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
-use raft::{GetEntriesContext, RaftState, StorageError};
+use raft::{GetEntriesContext, RaftState};
 
-use super::{RaftStore, Row, Side, StoreError};
+use super::{RaftStore, Row, Side, StoreError, entries_within, term_within};
 
 #[derive(Debug, Default)]
 struct Inner {
@@ -158,40 +158,18 @@ impl raft::Storage for MemStore {
         max_size: impl Into<Option<u64>>,
         _context: GetEntriesContext,
     ) -> raft::Result<Vec<Entry>> {
-        let max = max_size.into().unwrap_or(u64::MAX);
         let s = self.lock();
-        if low <= s.snap_index {
-            return Err(raft::Error::Store(StorageError::Compacted));
-        }
-        if high > s.last_index() + 1 {
-            return Err(raft::Error::Store(StorageError::Unavailable));
-        }
-        let mut out = Vec::new();
-        let mut size = 0u64;
-        let from = (low - s.snap_index - 1) as usize;
-        let to = (high - s.snap_index - 1) as usize;
-        for e in &s.entries[from..to] {
-            size += u64::from(protobuf::Message::compute_size(e));
-            if !out.is_empty() && size > max {
-                break;
-            }
-            out.push(e.clone());
-        }
-        Ok(out)
+        let held = (s.snap_index, s.last_index());
+        let slot = |i: u64| (i.saturating_sub(s.snap_index + 1) as usize).min(s.entries.len());
+        let read = s.entries[slot(low)..slot(high).max(slot(low))].iter().cloned().map(Ok);
+        entries_within((low, high), held, max_size.into().unwrap_or(u64::MAX), read)
     }
 
     fn term(&self, idx: u64) -> raft::Result<u64> {
         let s = self.lock();
-        if idx == s.snap_index {
-            return Ok(s.snap_term);
-        }
-        if idx < s.snap_index {
-            return Err(raft::Error::Store(StorageError::Compacted));
-        }
-        if idx > s.last_index() {
-            return Err(raft::Error::Store(StorageError::Unavailable));
-        }
-        Ok(s.entries[(idx - s.snap_index - 1) as usize].term)
+        term_within(idx, (s.snap_index, s.snap_term, s.last_index()), || {
+            Ok(s.entries[(idx - s.snap_index - 1) as usize].term)
+        })
     }
 
     fn first_index(&self) -> raft::Result<u64> {
