@@ -94,3 +94,92 @@ async fn a_restart_replays_the_log_into_the_same_state() {
     assert_eq!(after.jobs, before.jobs);
     assert_eq!(after.next_job_id, before.next_job_id);
 }
+
+/// Three replicas in one process, raft messages routed through channels; appends to one
+/// follower can be held back to make it lag.
+mod group {
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use chorus_ctld::replica::{ReplicaHandle, Transport};
+    use chorus_ctld::storage::mem::MemStore;
+    use raft::eraftpb::{Message, MessageType};
+
+    use super::*;
+
+    #[derive(Clone, Default)]
+    pub struct Router {
+        pub handles: Arc<Mutex<HashMap<u64, ReplicaHandle>>>,
+        /// Appends to this replica are dropped (0: none).
+        pub starve: Arc<AtomicU64>,
+    }
+
+    impl Transport for Router {
+        fn send(&self, msgs: Vec<Message>) {
+            let handles = self.handles.lock().unwrap();
+            for m in msgs {
+                let starved = m.to == self.starve.load(Ordering::SeqCst)
+                    && matches!(
+                        m.get_msg_type(),
+                        MessageType::MsgAppend | MessageType::MsgSnapshot
+                    );
+                if let (false, Some(h)) = (starved, handles.get(&m.to)) {
+                    h.step(m);
+                }
+            }
+        }
+    }
+
+    pub fn start() -> (Router, Vec<ReplicaHandle>) {
+        let router = Router::default();
+        let founders: Vec<Member> = (1..=3)
+            .map(|id| Member { id, client_addr: format!("c{id}"), peer_addr: format!("p{id}") })
+            .collect();
+        let handles: Vec<ReplicaHandle> = (1..=3)
+            .map(|id| {
+                let cfg = ReplicaConfig {
+                    core: CoreConfig::new(id),
+                    tick: std::time::Duration::from_millis(20),
+                    ..Default::default()
+                };
+                let state = ClusterState::new(ClusterConfig::default());
+                replica::start(MemStore::new(), state, &founders, router.clone(), cfg).unwrap().0
+            })
+            .collect();
+        for (id, h) in (1..=3).zip(&handles) {
+            router.handles.lock().unwrap().insert(id, h.clone());
+        }
+        (router, handles)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_on_a_lagging_follower_waits_for_what_was_acknowledged() {
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+    let (router, replicas) = group::start();
+    let leader = loop {
+        if let Some(l) = replicas.iter().find(|h| h.is_leader()) {
+            break l.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let follower = replicas.iter().find(|h| !h.is_leader()).unwrap().clone();
+    router.starve.store(follower.status().id, Ordering::SeqCst);
+
+    // Acknowledged by the leader and the other follower: a quorum without the starved one.
+    let ids = submit(&leader, spec()).await;
+    assert!(follower.read(|st| !st.jobs.contains_key(&ids[0])), "the follower must lag");
+
+    // A read through the follower waits: the leader confirms an index the follower lacks.
+    let read = tokio::spawn({
+        let f = follower.clone();
+        async move { f.read_fresh(|st| st.jobs.contains_key(&ids[0])).await }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!read.is_finished(), "a read served before the follower caught up would be stale");
+    router.starve.store(0, Ordering::SeqCst);
+    let seen = tokio::time::timeout(Duration::from_secs(10), read).await.unwrap().unwrap();
+    assert!(seen.unwrap(), "once caught up, the read shows the acknowledged job");
+}
