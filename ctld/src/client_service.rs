@@ -52,11 +52,21 @@ pub fn status_of(replica: &ReplicaHandle, e: ProposeError) -> Status {
 
 /// Refuses, naming the leader, unless this controller leads.
 pub fn leader_only(replica: &ReplicaHandle) -> Result<(), Status> {
+    serving(replica)?;
     if replica.is_leader() { Ok(()) } else { Err(not_leader(replica.leader_addr().as_deref())) }
+}
+
+/// A controller removed from its group answers nothing: clients go on to the others.
+fn serving(replica: &ReplicaHandle) -> Result<(), Status> {
+    if replica.status().removed {
+        return Err(Status::unavailable("this controller was removed from its group"));
+    }
+    Ok(())
 }
 
 /// Waits for a ReadIndex round: what follows reads state no older than the request.
 pub async fn fresh(replica: &ReplicaHandle) -> Result<(), Status> {
+    serving(replica)?;
     replica.read_barrier().await.map_err(|e| status_of(replica, e))
 }
 

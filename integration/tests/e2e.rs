@@ -513,3 +513,24 @@ fn chorus_up_stops_the_cluster_loudly_when_a_daemon_dies() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn a_job_over_its_memory_ends_out_of_memory_in_sacct() {
+    let c = Cluster::start(ClusterOpts::default());
+    let log = std::fs::read_to_string(c.dir.path().join("state/log/node1.log")).unwrap_or_default();
+    if !log.contains("jobs run in cgroups") {
+        eprintln!("SKIP: noded runs without cgroups here (not root, or no hierarchy):\n{log}");
+        return;
+    }
+    let id = c.submit(&["--mem=50M", "--wrap", "dd if=/dev/zero of=/dev/null bs=200M count=1"]);
+    assert_eq!(c.wait_done(&id.to_string(), MIN), "OUT_OF_MEMORY");
+    let out = c.run("sacct", &["-j", &id.to_string(), "-P", "-o", "JobID,State,ExitCode"]);
+    assert_eq!(
+        stdout(&out),
+        format!("JobID|State|ExitCode\n{id}|OUT_OF_MEMORY|0:125\n{id}.batch|OUT_OF_MEMORY|0:125\n"),
+        "as Slurm's sacct shows it"
+    );
+    assert_eq!(c.field(&id.to_string(), "Reason"), "OutOfMemory");
+    let text = std::fs::read_to_string(c.work().join(format!("slurm-{id}.out"))).unwrap();
+    assert!(text.contains(&format!("oom-kill event(s) in StepId={id}.batch")), "{text}");
+}

@@ -10,5 +10,6 @@
 //! ```
 
 pub mod agent;
+pub mod cgroup;
 pub mod inventory;
 pub mod runner;

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use chorus_noded::agent::{AgentConfig, run};
+use chorus_noded::cgroup::{self, CgroupConfig};
 use chorus_noded::inventory::{self, FakeInventory, GpuInventory, NvmlInventory};
 use chorus_noded::runner::RunnerConfig;
 use clap::Parser;
@@ -37,6 +38,20 @@ struct Args {
     /// Seconds between heartbeats.
     #[arg(long, default_value_t = 5)]
     heartbeat: u64,
+    /// Put every job in a cgroup of its own: `auto` (when this machine allows it, else run
+    /// uncontained with a warning), `on` (refuse to start without), `off`.
+    #[arg(long, value_enum, default_value_t = Cgroups::Auto)]
+    cgroups: Cgroups,
+    /// Most processes (and threads) one job may have (`pids.max`).
+    #[arg(long, default_value_t = 4096)]
+    max_pids: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Cgroups {
+    Auto,
+    On,
+    Off,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -67,11 +82,29 @@ fn main() -> anyhow::Result<()> {
             .map(String::from)
             .collect();
     }
+    let cgroups = match a.cgroups {
+        Cgroups::Off => None,
+        mode => {
+            let cg = CgroupConfig { parent: format!("chorus/{name}"), max_pids: a.max_pids };
+            match cgroup::probe(&cg) {
+                Ok(kind) => {
+                    tracing::info!(%kind, parent = %cg.parent, max_pids = cg.max_pids, "jobs run in cgroups");
+                    Some(cg)
+                }
+                Err(e) if mode == Cgroups::Auto => {
+                    tracing::warn!(error = %e, "jobs run WITHOUT cgroup containment (--cgroups on makes this fatal)");
+                    None
+                }
+                Err(e) => anyhow::bail!("--cgroups on: {e}"),
+            }
+        }
+    };
     let cfg = AgentConfig {
         runner: RunnerConfig {
             node_name: name.clone(),
             state_dir: a.state_dir,
             max_output_bytes: 16 << 20,
+            cgroups,
         },
         name,
         controllers,

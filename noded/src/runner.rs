@@ -6,9 +6,13 @@
 //!   stage script (0700, owned by the job's user)
 //!   open stdout/stderr (truncate|append) in the working directory, or in a staging directory
 //!   when that directory does not exist on this node (outputs then travel back via ctld)
-//!   /bin/sh -c 'SLURM_TASK_PID=$$ exec script args'   (setsid: pgid = pid)
+//!   job cgroup (cgroup.rs): CPU quota, memory + swap, pids.max
+//!   /bin/sh trampoline (setsid: pgid = pid), held on a pipe until it is in the cgroup,
+//!       then: SLURM_TASK_PID=$$ exec script args
 //!   wait4 on a blocking thread ──┬── deadline  → "*** ... DUE TO TIME LIMIT ***", TERM, KILL
 //!                                └── stop      → "*** ... CANCELLED AT ... ***", TERM, KILL
+//!   end: usage and OOM kills from the cgroup (OUT_OF_MEMORY, Slurm's message), leftovers
+//!        killed, cgroup removed
 //! ```
 
 use std::fs::{File, OpenOptions};
@@ -24,6 +28,8 @@ use std::time::Duration;
 use chorus_core::fsm::EndCause;
 use chorus_core::job::{ExitStatus, Usage};
 use chorus_core::launch::LaunchSpec;
+
+use crate::cgroup::{CgroupConfig, JobCgroup};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::sync::watch;
@@ -36,6 +42,8 @@ pub struct RunnerConfig {
     pub state_dir: PathBuf,
     /// Output files larger than this travel back truncated (the node's copy stays whole).
     pub max_output_bytes: u64,
+    /// Each job in a cgroup of its own; `None` where cgroups are unusable or turned off.
+    pub cgroups: Option<CgroupConfig>,
 }
 
 /// One output file as it goes back to the controller.
@@ -132,7 +140,14 @@ pub async fn run(
         usage: Usage::default(),
         outputs: vec![],
     };
-    let child = match start(&cfg, &l, &p) {
+    let started = match &cfg.cgroups {
+        Some(cg) => JobCgroup::create(cg, l.job_id, l.attempt, l.cpus, l.mem_mb)
+            .map(Some)
+            .map_err(|e| std::io::Error::other(e.to_string())),
+        None => Ok(None),
+    }
+    .and_then(|cg| Ok((start(&cfg, &l, &p, cg.as_ref())?, cg)));
+    let (child, cgroup) = match started {
         Ok(c) => c,
         Err(e) => {
             warn!(job = l.job_id, error = %e, "launch failed");
@@ -181,8 +196,22 @@ pub async fn run(
     fin.exit = decode_wait_status(raw);
     fin.cause = cause;
     fin.usage = usage;
+    if let Some(cg) = cgroup {
+        let u = cg.usage();
+        // The cgroup saw every process of the job, not only those the script waited for.
+        fin.usage.max_rss_kb = fin.usage.max_rss_kb.max(u.max_rss_kb);
+        fin.usage.user_cpu_ms = fin.usage.user_cpu_ms.max(u.user_cpu_ms);
+        fin.usage.sys_cpu_ms = fin.usage.sys_cpu_ms.max(u.sys_cpu_ms);
+        if u.oom_kills > 0 && cause == EndCause::Exited {
+            // As Slurm: the job ends OUT_OF_MEMORY with ExitCode 0:125 and says so.
+            fin.cause = EndCause::OutOfMemory;
+            fin.exit = ExitStatus { code: 0, signal: 125 };
+            oom_message(&p, &l, &cfg.node_name, u.oom_kills);
+        }
+        tokio::task::spawn_blocking(move || cg.finish()).await.ok();
+    }
     fin.outputs = collect_outputs(&cfg, &l, &p);
-    info!(job = l.job_id, exit = %fin.exit, ?cause, "ended");
+    info!(job = l.job_id, exit = %fin.exit, cause = ?fin.cause, "ended");
     let _ = std::fs::remove_file(p.dir.join("script"));
     fin
 }
@@ -194,7 +223,12 @@ pub async fn run(
 /// child ever holds a script open for writing.
 static SCRIPT_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-fn start(cfg: &RunnerConfig, l: &LaunchSpec, p: &Paths) -> std::io::Result<std::process::Child> {
+fn start(
+    cfg: &RunnerConfig,
+    l: &LaunchSpec,
+    p: &Paths,
+    cgroup: Option<&JobCgroup>,
+) -> std::io::Result<std::process::Child> {
     std::fs::create_dir_all(&p.dir)?;
     if p.staged {
         std::fs::create_dir_all(&p.work_dir)?;
@@ -219,9 +253,12 @@ fn start(cfg: &RunnerConfig, l: &LaunchSpec, p: &Paths) -> std::io::Result<std::
     } else {
         open_output(&p.stderr, l.open_append, l.uid, l.gid)?
     };
+    // The trampoline waits on fd 3 until the parent has put it in the job's cgroup, so the
+    // script is contained from its first instruction.
+    let (gate_r, gate_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     let mut cmd = std::process::Command::new("/bin/sh");
     cmd.arg("-c")
-        .arg("SLURM_TASK_PID=$$; export SLURM_TASK_PID; exec \"$@\"")
+        .arg("read -r go <&3 || exit 1; exec 3<&-; SLURM_TASK_PID=$$; export SLURM_TASK_PID; exec \"$@\"")
         .arg("slurm_script")
         .arg(&script)
         .args(&l.args)
@@ -234,15 +271,32 @@ fn start(cfg: &RunnerConfig, l: &LaunchSpec, p: &Paths) -> std::io::Result<std::
     if root && l.uid != 0 {
         cmd.uid(l.uid).gid(l.gid);
     }
-    // SAFETY: setsid is async-signal-safe and touches nothing but the child's own session.
+    let gate_fd = std::os::fd::AsRawFd::as_raw_fd(&gate_r);
+    // SAFETY: setsid and dup2 are async-signal-safe and touch only the child's own session
+    // and descriptor table.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             nix::unistd::setsid().map_err(std::io::Error::from)?;
+            if libc::dup2(gate_fd, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
             Ok(())
         });
     }
-    let _guard = SCRIPT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    cmd.spawn()
+    let mut child = {
+        let _guard = SCRIPT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        cmd.spawn()?
+    };
+    drop(gate_r);
+    if let Some(cg) = cgroup
+        && let Err(e) = cg.add(child.id())
+    {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(std::io::Error::other(e.to_string()));
+    }
+    File::from(gate_w).write_all(b"go\n")?;
+    Ok(child)
 }
 
 /// Slurm's environment plus what a login gives when `--export=NONE` left them out.
@@ -284,6 +338,17 @@ fn stepd_message(p: &Paths, l: &LaunchSpec, node: &str, why: &str) {
     let at = crate::agent::local_time(wall_clock());
     let msg = format!(
         "slurmstepd-{node}: error: *** JOB {} ON {node} CANCELLED AT {at}{why} ***\n",
+        l.job_id
+    );
+    if let Ok(mut f) = open_output(&p.stderr, true, l.uid, l.gid) {
+        let _ = f.write_all(msg.as_bytes());
+    }
+}
+
+/// Slurm's line when the cgroup's OOM killer ended processes of the job.
+fn oom_message(p: &Paths, l: &LaunchSpec, node: &str, kills: u64) {
+    let msg = format!(
+        "slurmstepd-{node}: error: Detected {kills} oom-kill event(s) in StepId={}.batch. Some of your processes may have been killed by the cgroup out-of-memory handler.\n",
         l.job_id
     );
     if let Ok(mut f) = open_output(&p.stderr, true, l.uid, l.gid) {
@@ -396,6 +461,7 @@ mod tests {
             node_name: "n1".into(),
             state_dir: dir.path().join("state"),
             max_output_bytes: 1 << 20,
+            cgroups: None,
         });
         let runs: Vec<_> = (1..=200)
             .map(|id| {

@@ -224,8 +224,9 @@ impl TryFrom<pn::JobReport> for ReportWithOutputs {
             Ok(pn::job_report::Cause::LaunchFailed) => EndCause::LaunchFailed,
             Err(_) => return Err(bad("cause", format!("unknown value {}", p.cause))),
         };
-        if !(0..=255).contains(&p.exit_code) || !(0..=64).contains(&p.signal) {
-            return Err(bad("exit_code", "exit code must be 0-255 and signal 0-64"));
+        // Signals are 0-64, and 125 is what Slurm records for a job the OOM killer ended.
+        if !(0..=255).contains(&p.exit_code) || !((0..=64).contains(&p.signal) || p.signal == 125) {
+            return Err(bad("exit_code", "exit code must be 0-255 and signal 0-64 (or 125: OOM)"));
         }
         if p.outputs.len() > 2 {
             return Err(bad("outputs", "at most stdout and stderr"));

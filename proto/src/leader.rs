@@ -21,6 +21,11 @@ use tonic::{Code, Status};
 /// Metadata key of a follower's refusal: the leader's client address.
 pub const LEADER_HEADER: &str = "chorus-leader";
 
+/// The longest one attempt at one controller may take before the next is tried.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(6);
+/// Even with little patience left, an attempt gets this long.
+const MIN_ATTEMPT: Duration = Duration::from_millis(500);
+
 /// The refusal a follower sends: `UNAVAILABLE`, naming the leader when it knows one.
 pub fn not_leader(leader: Option<&str>) -> Status {
     let mut s = Status::unavailable(match leader {
@@ -132,8 +137,17 @@ impl Controllers {
         let deadline = Instant::now() + patience;
         let mut backoff = Duration::from_millis(50);
         loop {
+            // One controller that takes a request and never answers must not hold the call:
+            // after a while, the next one is tried.
+            let attempt = ATTEMPT_TIMEOUT.min(deadline.saturating_duration_since(Instant::now()));
             let result = match self.channel().await {
-                Ok(ch) => f(ch).await.map(tonic::Response::into_inner),
+                Ok(ch) => match tokio::time::timeout(attempt.max(MIN_ATTEMPT), f(ch)).await {
+                    Ok(r) => r.map(tonic::Response::into_inner),
+                    Err(_) => Err(Status::unavailable(format!(
+                        "{} did not answer within {attempt:?}",
+                        self.current()
+                    ))),
+                },
                 Err(e) => Err(e),
             };
             let err = match result {

@@ -109,6 +109,8 @@ pub struct Status {
     pub voters: Vec<u64>,
     /// For a leader: how far each voter's log is known to match.
     pub progress: Vec<(u64, u64)>,
+    /// This controller applied its own removal from the group: it serves nothing more.
+    pub removed: bool,
 }
 
 /// A handle to the replica thread, cheap to clone.
@@ -238,8 +240,8 @@ struct Reads {
     queued: Vec<ReadReply>,
     /// Asked for under a context, since when.
     asked: HashMap<u64, (Instant, Vec<ReadReply>)>,
-    /// Confirmed at an index this replica has not applied yet.
-    confirmed: Vec<(u64, Vec<ReadReply>)>,
+    /// Confirmed at an index this replica has not applied yet, asked since when.
+    confirmed: Vec<(u64, Instant, Vec<ReadReply>)>,
     next_ctx: u64,
 }
 
@@ -278,6 +280,7 @@ pub fn start<S: RaftStore, T: Transport>(
         commit: core.commit(),
         voters: core.voters(),
         progress: vec![],
+        removed: core.removed(),
     }));
     let (tx, rx) = std::sync::mpsc::sync_channel(65_536);
     let driver = Driver {
@@ -393,15 +396,16 @@ impl<S: RaftStore, T: Transport> Driver<S, T> {
             }
         }
         for (ctx, index) in out.reads {
-            if let Some((_, batch)) = self.reads.asked.remove(&ctx) {
-                self.reads.confirmed.push((index, batch));
+            if let Some((at, batch)) = self.reads.asked.remove(&ctx) {
+                self.reads.confirmed.push((index, at, batch));
             }
         }
         let applied = self.core.applied();
-        let (ready, later): (Vec<_>, Vec<_>) =
-            std::mem::take(&mut self.reads.confirmed).into_iter().partition(|(i, _)| *i <= applied);
+        let (ready, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.reads.confirmed)
+            .into_iter()
+            .partition(|(i, ..)| *i <= applied);
         self.reads.confirmed = later;
-        for r in ready.into_iter().flat_map(|(_, b)| b) {
+        for r in ready.into_iter().flat_map(|(.., b)| b) {
             let _ = r.send(Ok(()));
         }
         self.applied_tx.send_if_modified(|a| std::mem::replace(a, applied) != applied);
@@ -412,12 +416,21 @@ impl<S: RaftStore, T: Transport> Driver<S, T> {
         st.applied = applied;
         st.commit = self.core.commit();
         st.voters = self.core.voters();
+        st.removed = self.core.removed();
         st.progress = if st.role == StateRole::Leader { self.core.progress() } else { Vec::new() };
     }
 
-    /// Reads whose ReadIndex went unanswered (no leader) fail rather than hang.
+    /// Reads whose ReadIndex went unanswered (no leader), or whose index this replica does
+    /// not reach (cut off from the group, removed from it), fail rather than hang.
     fn expire_reads(&mut self) {
         let limit = self.cfg.read_timeout;
+        let (stale, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.reads.confirmed)
+            .into_iter()
+            .partition(|(_, at, _)| at.elapsed() > limit);
+        self.reads.confirmed = kept;
+        for r in stale.into_iter().flat_map(|(.., b)| b) {
+            let _ = r.send(Err(ProposeError::NoQuorum));
+        }
         let expired: Vec<u64> = self
             .reads
             .asked
