@@ -5,7 +5,8 @@
 //!
 //! ```text
 //!   JobCgroup::create  PARENT/job_<id>_<attempt>: cpu quota = CPUs × period,
-//!                      memory (+memsw) = the allocation, pids.max
+//!                      memory (+memsw) = the allocation, pids.max,
+//!                      devices: the node's GPUs not given to the job denied (v1)
 //!   runner: spawn /bin/sh trampoline, blocked on a pipe ──▶ JobCgroup::add(pid) ──▶ release
 //!           (v1 charges memory where it was allocated: the job joins before it execs)
 //!   end:    usage() (peak memory, CPU time, oom kills) ──▶ finish(): kill leftovers, rmdir
@@ -14,6 +15,9 @@
 use std::time::Duration;
 
 use cgroups_rs::CgroupPid;
+use cgroups_rs::fs::devices::{DevicePermissions, DeviceType};
+
+use crate::inventory::GpuDevice;
 use cgroups_rs::fs::cpuacct::CpuAcctController;
 use cgroups_rs::fs::memory::MemController;
 use cgroups_rs::fs::pid::PidController;
@@ -27,6 +31,8 @@ pub struct CgroupConfig {
     pub parent: String,
     /// `pids.max` of every job: a fork bomb stops here.
     pub max_pids: i64,
+    /// The node's GPUs: a job may open only the device nodes of those it was given.
+    pub gpus: Vec<GpuDevice>,
 }
 
 /// What the cgroup says a finished job used.
@@ -64,17 +70,35 @@ impl JobCgroup {
         attempt: u32,
         cpus: u32,
         mem_mb: u64,
+        gpus: &[u32],
     ) -> Result<Self, CgroupError> {
         let path = format!("{}/job_{job}_{attempt}", cfg.parent);
         let err = |source| CgroupError::Cgroups { path: path.clone(), source };
         let bytes = (mem_mb.max(1) * 1024 * 1024) as i64;
         let hier = hierarchies::auto();
+        let denied: Vec<&GpuDevice> =
+            cfg.gpus.iter().filter(|g| !gpus.contains(&g.index)).collect();
+        if hier.v2() && !denied.is_empty() {
+            // cgroup v2 controls devices with an eBPF program, which this version does not
+            // load: refuse rather than hand out GPUs unisolated.
+            return Err(CgroupError::Unusable {
+                path,
+                why: "GPU isolation on cgroup v2 needs a device eBPF program (not implemented)"
+                    .into(),
+            });
+        }
         let swap_limit = !hier.v2() && memsw_supported();
         let mut memory = CgroupBuilder::new(&path).memory().memory_hard_limit(bytes);
         if swap_limit {
             memory = memory.memory_swap_limit(bytes);
         }
-        let cg = memory
+        let mut devices = memory.done().devices();
+        for g in denied {
+            let rwm =
+                vec![DevicePermissions::Read, DevicePermissions::Write, DevicePermissions::MkNod];
+            devices = devices.device(g.major as i64, g.minor as i64, DeviceType::Char, false, rwm);
+        }
+        let cg = devices
             .done()
             .pid()
             .maximum_number_of_processes(MaxValue::Value(cfg.max_pids))
@@ -165,7 +189,7 @@ pub fn probe(cfg: &CgroupConfig) -> Result<&'static str, CgroupError> {
             why: "noded is not root: cannot create cgroups".into(),
         });
     }
-    let g = JobCgroup::create(cfg, 0, 0, 1, 16)?;
+    let g = JobCgroup::create(cfg, 0, 0, 1, 16, &[])?;
     let v2 = g.cg.v2();
     g.finish();
     Ok(if v2 { "cgroup v2" } else { "cgroup v1" })

@@ -1,6 +1,8 @@
 //! What this node has: CPUs and memory from the OS, GPUs from NVML (or stand-ins), each
 //! overridable as Slurm's `SlurmdParameters=config_overrides` allows.
 
+use std::path::PathBuf;
+
 use chorus_core::node::GpuInfo;
 use tracing::warn;
 
@@ -8,6 +10,33 @@ use tracing::warn;
 pub trait GpuInventory: Send + Sync {
     fn name(&self) -> &'static str;
     fn gpus(&self) -> Vec<GpuInfo>;
+    /// The device node of each GPU, by index: what the device cgroup allows or denies.
+    fn devices(&self) -> Vec<(u32, PathBuf)>;
+}
+
+/// A GPU's device node as the kernel numbers it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GpuDevice {
+    pub index: u32,
+    pub major: u64,
+    pub minor: u64,
+}
+
+/// The major and minor numbers of each GPU's device node. A GPU whose node is missing or not
+/// a character device cannot be isolated: the error names it.
+pub fn gpu_devices(inv: &dyn GpuInventory) -> Result<Vec<GpuDevice>, String> {
+    inv.devices()
+        .into_iter()
+        .map(|(index, path)| {
+            let st = nix::sys::stat::stat(&path)
+                .map_err(|e| format!("GPU {index}: {}: {e}", path.display()))?;
+            if st.st_mode & libc::S_IFMT != libc::S_IFCHR {
+                return Err(format!("GPU {index}: {} is not a character device", path.display()));
+            }
+            let (major, minor) = (libc::major(st.st_rdev), libc::minor(st.st_rdev));
+            Ok(GpuDevice { index, major: u64::from(major), minor: u64::from(minor) })
+        })
+        .collect()
 }
 
 /// GPUs as NVIDIA's management library reports them. Without a driver the list is empty and
@@ -29,6 +58,18 @@ impl GpuInventory for NvmlInventory {
             }
         }
     }
+
+    /// `/dev/nvidiaN`, N being the GPU's minor number as NVML reports it.
+    fn devices(&self) -> Vec<(u32, PathBuf)> {
+        let Ok(nvml) = nvml_wrapper::Nvml::init() else { return vec![] };
+        let count = nvml.device_count().unwrap_or(0);
+        (0..count)
+            .filter_map(|i| {
+                let minor = nvml.device_by_index(i).ok()?.minor_number().ok()?;
+                Some((i, PathBuf::from(format!("/dev/nvidia{minor}"))))
+            })
+            .collect()
+    }
 }
 
 fn nvml_gpus() -> Result<Vec<GpuInfo>, nvml_wrapper::error::NvmlError> {
@@ -47,10 +88,13 @@ fn nvml_gpus() -> Result<Vec<GpuInfo>, nvml_wrapper::error::NvmlError> {
 }
 
 /// `N` stand-in GPUs (`--node-gpus N`), for clusters shaped like real ones on a laptop.
+/// With `devices`, GPU `i` is the character device `DIR/fakegpu<i>` (made by the operator or
+/// a test with mknod), so the device cgroup can be exercised without a GPU.
 #[derive(Debug, Clone)]
 pub struct FakeInventory {
     pub count: u32,
     pub model: String,
+    pub devices: Option<PathBuf>,
 }
 
 impl GpuInventory for FakeInventory {
@@ -67,6 +111,11 @@ impl GpuInventory for FakeInventory {
                 memory_mb: 16 * 1024,
             })
             .collect()
+    }
+
+    fn devices(&self) -> Vec<(u32, PathBuf)> {
+        let Some(dir) = &self.devices else { return vec![] };
+        (0..self.count).map(|i| (i, dir.join(format!("fakegpu{i}")))).collect()
     }
 }
 
@@ -120,7 +169,7 @@ mod tests {
 
     #[test]
     fn stand_in_gpus_have_distinct_indices() {
-        let g = FakeInventory { count: 3, model: "A100".into() }.gpus();
+        let g = FakeInventory { count: 3, model: "A100".into(), devices: None }.gpus();
         assert_eq!(g.iter().map(|g| g.index).collect::<Vec<_>>(), vec![0, 1, 2]);
     }
 }

@@ -35,6 +35,10 @@ struct Args {
     /// Model name of the stand-in GPUs.
     #[arg(long, default_value = "fakegpu")]
     node_gpu_model: String,
+    /// Directory holding a character device `fakegpu<i>` for each stand-in GPU, so that the
+    /// device cgroup isolates them as it would real ones.
+    #[arg(long)]
+    node_gpu_devices: Option<PathBuf>,
     /// Seconds between heartbeats.
     #[arg(long, default_value_t = 5)]
     heartbeat: u64,
@@ -68,7 +72,9 @@ fn main() -> anyhow::Result<()> {
         None => nix::unistd::gethostname()?.to_string_lossy().into_owned(),
     };
     let gpus: Box<dyn GpuInventory> = match a.node_gpus {
-        Some(count) => Box::new(FakeInventory { count, model: a.node_gpu_model }),
+        Some(count) => {
+            Box::new(FakeInventory { count, model: a.node_gpu_model, devices: a.node_gpu_devices })
+        }
         None => Box::new(NvmlInventory),
     };
     std::fs::create_dir_all(&a.state_dir)?;
@@ -85,7 +91,11 @@ fn main() -> anyhow::Result<()> {
     let cgroups = match a.cgroups {
         Cgroups::Off => None,
         mode => {
-            let cg = CgroupConfig { parent: format!("chorus/{name}"), max_pids: a.max_pids };
+            let gpus = inventory::gpu_devices(&*gpus).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "GPU device nodes unusable: GPUs are not isolated by the device cgroup");
+                vec![]
+            });
+            let cg = CgroupConfig { parent: format!("chorus/{name}"), max_pids: a.max_pids, gpus };
             match cgroup::probe(&cg) {
                 Ok(kind) => {
                     tracing::info!(%kind, parent = %cg.parent, max_pids = cg.max_pids, "jobs run in cgroups");

@@ -141,7 +141,7 @@ pub async fn run(
         outputs: vec![],
     };
     let started = match &cfg.cgroups {
-        Some(cg) => JobCgroup::create(cg, l.job_id, l.attempt, l.cpus, l.mem_mb)
+        Some(cg) => JobCgroup::create(cg, l.job_id, l.attempt, l.cpus, l.mem_mb, &l.gpus)
             .map(Some)
             .map_err(|e| std::io::Error::other(e.to_string())),
         None => Ok(None),

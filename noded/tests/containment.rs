@@ -16,6 +16,7 @@ use chorus_core::fsm::EndCause;
 use chorus_core::job::ExitStatus;
 use chorus_core::launch::LaunchSpec;
 use chorus_noded::cgroup::{self, CgroupConfig};
+use chorus_noded::inventory::{FakeInventory, GpuDevice, gpu_devices};
 use chorus_noded::runner::{Finished, ProcessGroup, RunnerConfig, run};
 use tokio::sync::watch;
 
@@ -30,8 +31,17 @@ impl Drop for Parent {
 
 /// A runner config with cgroups under a parent of this test's own, or why not.
 fn contained(dir: &Path, test: &str, max_pids: i64) -> Option<(Arc<RunnerConfig>, Parent)> {
-    let cg =
-        CgroupConfig { parent: format!("chorus-test/{test}-{}", std::process::id()), max_pids };
+    contained_with(dir, test, max_pids, vec![])
+}
+
+fn contained_with(
+    dir: &Path,
+    test: &str,
+    max_pids: i64,
+    gpus: Vec<GpuDevice>,
+) -> Option<(Arc<RunnerConfig>, Parent)> {
+    let parent = format!("chorus-test/{test}-{}", std::process::id());
+    let cg = CgroupConfig { parent, max_pids, gpus };
     match cgroup::probe(&cg) {
         Ok(_) => Some((
             Arc::new(RunnerConfig {
@@ -152,4 +162,39 @@ async fn a_job_uses_no_more_cpu_than_it_was_given() {
     eprintln!("two busy loops on 1 CPU for {wall} ms used {cpu} ms of CPU");
     assert!(cpu >= 1500, "the loops did run: {cpu} ms");
     assert!(cpu <= wall * 12 / 10 + 200, "1 CPU's quota held: {cpu} ms of CPU in {wall} ms");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_opens_its_gpu_and_not_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    // Stand-in GPUs: character devices with the numbers of /dev/full and /dev/urandom, which
+    // any process may open unless its device cgroup says otherwise.
+    let devs = dir.path().join("dev");
+    std::fs::create_dir_all(&devs).unwrap();
+    for (i, minor) in [(0, 7), (1, 9)] {
+        let node = devs.join(format!("fakegpu{i}"));
+        let mode = nix::sys::stat::Mode::from_bits_truncate(0o666);
+        if let Err(e) = nix::sys::stat::mknod(
+            &node,
+            nix::sys::stat::SFlag::S_IFCHR,
+            mode,
+            nix::sys::stat::makedev(1, minor),
+        ) {
+            eprintln!("SKIP gpu: cannot make stand-in device nodes: {e}");
+            return;
+        }
+    }
+    let inv = FakeInventory { count: 2, model: "fake".into(), devices: Some(devs.clone()) };
+    let gpus = gpu_devices(&inv).unwrap();
+    let Some((cfg, _parent)) = contained_with(dir.path(), "gpu", 256, gpus) else { return };
+    let d = devs.display();
+    let script = format!(
+        "head -c1 {d}/fakegpu0 >/dev/null && echo opened0\n\
+         head -c1 {d}/fakegpu1 >/dev/null 2>&1 && echo opened1 || echo denied1"
+    );
+    let mut l = launch(5, dir.path(), &script, 1, 100);
+    l.gpus = vec![0];
+    let fin = go(&cfg, l).await;
+    assert_eq!(fin.exit, ExitStatus::default());
+    assert_eq!(output(dir.path(), 5), "opened0\ndenied1\n", "GPU 0 given, GPU 1 denied");
 }
