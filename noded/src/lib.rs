@@ -12,4 +12,5 @@
 pub mod agent;
 pub mod cgroup;
 pub mod inventory;
+pub mod isolation;
 pub mod runner;

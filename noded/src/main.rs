@@ -49,6 +49,10 @@ struct Args {
     /// Most processes (and threads) one job may have (`pids.max`).
     #[arg(long, default_value_t = 4096)]
     max_pids: i64,
+    /// Run every job in its own mount, IPC and UTS namespaces: `auto`, `on`, `off` (as
+    /// `--cgroups`).
+    #[arg(long, value_enum, default_value_t = Cgroups::Auto)]
+    namespaces: Cgroups,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -109,12 +113,27 @@ fn main() -> anyhow::Result<()> {
             }
         }
     };
+    let namespaces = match a.namespaces {
+        Cgroups::Off => false,
+        mode => match chorus_noded::isolation::probe() {
+            Ok(()) => {
+                tracing::info!("jobs run in their own mount, IPC and UTS namespaces");
+                true
+            }
+            Err(e) if mode == Cgroups::Auto => {
+                tracing::warn!(error = %e, "jobs run WITHOUT namespaces (--namespaces on makes this fatal)");
+                false
+            }
+            Err(e) => anyhow::bail!("--namespaces on: {e}"),
+        },
+    };
     let cfg = AgentConfig {
         runner: RunnerConfig {
             node_name: name.clone(),
             state_dir: a.state_dir,
             max_output_bytes: 16 << 20,
             cgroups,
+            namespaces,
         },
         name,
         controllers,

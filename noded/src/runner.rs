@@ -6,7 +6,8 @@
 //!   stage script (0700, owned by the job's user)
 //!   open stdout/stderr (truncate|append) in the working directory, or in a staging directory
 //!   when that directory does not exist on this node (outputs then travel back via ctld)
-//!   job cgroup (cgroup.rs): CPU quota, memory + swap, pids.max
+//!   job cgroup (cgroup.rs): CPU quota, memory + swap, pids.max, GPU devices
+//!   namespaces (isolation.rs): mount (private /dev/shm, state dir hidden), IPC, UTS
 //!   /bin/sh trampoline (setsid: pgid = pid), held on a pipe until it is in the cgroup,
 //!       then: SLURM_TASK_PID=$$ exec script args
 //!   wait4 on a blocking thread ──┬── deadline  → "*** ... DUE TO TIME LIMIT ***", TERM, KILL
@@ -30,6 +31,7 @@ use chorus_core::job::{ExitStatus, Usage};
 use chorus_core::launch::LaunchSpec;
 
 use crate::cgroup::{CgroupConfig, JobCgroup};
+use crate::isolation::Namespaces;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::sync::watch;
@@ -44,6 +46,8 @@ pub struct RunnerConfig {
     pub max_output_bytes: u64,
     /// Each job in a cgroup of its own; `None` where cgroups are unusable or turned off.
     pub cgroups: Option<CgroupConfig>,
+    /// Each job in its own mount, IPC and UTS namespaces (isolation.rs).
+    pub namespaces: bool,
 }
 
 /// One output file as it goes back to the controller.
@@ -268,17 +272,27 @@ fn start(
         .stdin(Stdio::null())
         .stdout(stdout)
         .stderr(stderr);
-    if root && l.uid != 0 {
-        cmd.uid(l.uid).gid(l.gid);
-    }
+    let user = (root && l.uid != 0).then_some((l.uid, l.gid));
+    // With namespaces, the child drops to the job's user itself, after mounting.
+    let ns = if cfg.namespaces {
+        Some(Namespaces::prepare(&cfg.state_dir, &p.dir, &cfg.node_name, user)?)
+    } else {
+        if let Some((uid, gid)) = user {
+            cmd.uid(uid).gid(gid);
+        }
+        None
+    };
     let gate_fd = std::os::fd::AsRawFd::as_raw_fd(&gate_r);
-    // SAFETY: setsid and dup2 are async-signal-safe and touch only the child's own session
-    // and descriptor table.
+    // SAFETY: setsid, dup2 and Namespaces::enter are plain syscalls on data prepared before
+    // the fork; they touch only the child's own session, descriptors, mounts and credentials.
     unsafe {
         cmd.pre_exec(move || {
             nix::unistd::setsid().map_err(std::io::Error::from)?;
             if libc::dup2(gate_fd, 3) < 0 {
                 return Err(std::io::Error::last_os_error());
+            }
+            if let Some(ns) = &ns {
+                ns.enter()?;
             }
             Ok(())
         });
@@ -462,6 +476,7 @@ mod tests {
             state_dir: dir.path().join("state"),
             max_output_bytes: 1 << 20,
             cgroups: None,
+            namespaces: false,
         });
         let runs: Vec<_> = (1..=200)
             .map(|id| {

@@ -49,6 +49,7 @@ fn contained_with(
                 state_dir: dir.join("state"),
                 max_output_bytes: 1 << 20,
                 cgroups: Some(cg.clone()),
+                namespaces: false,
             }),
             Parent(cg.parent),
         )),
@@ -201,4 +202,50 @@ async fn a_job_opens_its_gpu_and_not_the_others() {
     let fin = go(&cfg, l).await;
     assert_eq!(fin.exit, ExitStatus::default());
     assert_eq!(output(dir.path(), 5), "opened0\ndenied1\n", "GPU 0 given, GPU 1 denied");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_sees_only_its_own_files_shared_memory_and_hostname() {
+    if let Err(e) = chorus_noded::isolation::probe() {
+        eprintln!("SKIP namespaces: {e}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // A work directory anyone may use: the job below runs as nobody.
+    let work = dir.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    std::fs::set_permissions(&work, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let state = dir.path().join("state");
+    let cfg = Arc::new(RunnerConfig {
+        node_name: "n7".into(),
+        state_dir: state.clone(),
+        max_output_bytes: 1 << 20,
+        cgroups: None,
+        namespaces: true,
+    });
+    let jobs = state.join("jobs");
+    let looker = format!(
+        "ls {}; hostname; id -u; echo x > /dev/shm/mark; ls /dev/shm; cat {}/8.0/script >/dev/null 2>&1 || echo hidden",
+        jobs.display(),
+        jobs.display()
+    );
+    let mut look = launch(6, &work, &looker, 1, 100);
+    (look.uid, look.gid) = (65534, 65534);
+    let neighbour = launch(8, &work, "sleep 2", 1, 100);
+    let (look, neighbour) = tokio::join!(go(&cfg, look), async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        go(&cfg, neighbour).await
+    });
+    let out = std::fs::read_to_string(work.join("slurm-6.out")).unwrap_or_default();
+    assert_eq!(look.exit, ExitStatus::default(), "{out}");
+    assert_eq!(neighbour.exit, ExitStatus::default());
+    assert_eq!(
+        out, "6.0\nn7\n65534\nmark\nhidden\n",
+        "only its own job directory, the node's name, its user, its own /dev/shm, not the \
+         neighbour's script"
+    );
+    assert!(
+        !Path::new("/dev/shm/mark").exists(),
+        "the job's shared memory stayed in its namespace"
+    );
 }
