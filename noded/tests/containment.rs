@@ -161,7 +161,8 @@ async fn a_job_uses_no_more_cpu_than_it_was_given() {
     let wall = started.elapsed().as_millis() as u64;
     let cpu = fin.usage.user_cpu_ms + fin.usage.sys_cpu_ms;
     eprintln!("two busy loops on 1 CPU for {wall} ms used {cpu} ms of CPU");
-    assert!(cpu >= 1500, "the loops did run: {cpu} ms");
+    // A low bar: on a busy 2-core machine the loops may get less than their CPU.
+    assert!(cpu >= 500, "the loops did run: {cpu} ms");
     assert!(cpu <= wall * 12 / 10 + 200, "1 CPU's quota held: {cpu} ms of CPU in {wall} ms");
 }
 
