@@ -20,7 +20,6 @@ use cgroups_rs::fs::devices::{DevicePermissions, DeviceType};
 use crate::inventory::GpuDevice;
 use cgroups_rs::fs::cpuacct::CpuAcctController;
 use cgroups_rs::fs::memory::MemController;
-use cgroups_rs::fs::pid::PidController;
 use cgroups_rs::fs::{Cgroup, MaxValue, cgroup_builder::CgroupBuilder, hierarchies};
 
 /// Per-node containment settings.
@@ -112,21 +111,11 @@ impl JobCgroup {
         Ok(Self { cg, path })
     }
 
-    pub fn path(&self) -> &str {
-        &self.path
-    }
-
     /// Moves a process (the job's trampoline, before it execs the script) into the group.
     pub fn add(&self, pid: u32) -> Result<(), CgroupError> {
         self.cg
             .add_task_by_tgid(CgroupPid::from(u64::from(pid)))
             .map_err(|source| CgroupError::Cgroups { path: self.path.clone(), source })
-    }
-
-    /// Processes in the group now (`pids.current`).
-    pub fn pids_current(&self) -> Option<i64> {
-        let pids: &PidController = self.cg.controller_of()?;
-        pids.get_pid_current().ok().map(|v| v as i64)
     }
 
     /// Peak memory, CPU time and OOM kills of everything that ran in the group.

@@ -144,34 +144,26 @@ impl Namespaces {
     }
 }
 
-/// Whether this process may create namespaces (root, and the kernel allows it): checked once
-/// at start in a throwaway child.
-pub fn probe() -> Result<(), String> {
+/// Whether jobs can be put in namespaces here (root, and a kernel that allows it): checked
+/// once at start by running `/bin/true` through the very same steps a job goes through, with
+/// a throwaway job directory under `state_dir`.
+pub fn probe(state_dir: &Path, node: &str) -> Result<(), String> {
+    use std::os::unix::process::CommandExt;
     if !nix::unistd::geteuid().is_root() {
         return Err("noded is not root: cannot create namespaces".into());
     }
-    let status = std::process::Command::new("/bin/true")
-        .pre_exec_unshare()
-        .status()
-        .map_err(|e| format!("cannot enter new mount/IPC/UTS namespaces: {e}"))?;
-    if status.success() { Ok(()) } else { Err(format!("probe exited {status}")) }
-}
-
-trait PreExecUnshare {
-    fn pre_exec_unshare(&mut self) -> &mut Self;
-}
-
-impl PreExecUnshare for std::process::Command {
-    fn pre_exec_unshare(&mut self) -> &mut Self {
-        use std::os::unix::process::CommandExt;
-        // SAFETY: unshare is a plain syscall in the forked child.
-        unsafe {
-            self.pre_exec(|| {
-                if libc::unshare(libc::CLONE_NEWNS | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS) < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                Ok(())
-            })
-        }
+    let job_dir = state_dir.join("jobs").join("probe");
+    std::fs::create_dir_all(&job_dir).map_err(|e| format!("{}: {e}", job_dir.display()))?;
+    let ns = Namespaces::prepare(state_dir, &job_dir, node, None).map_err(|e| e.to_string())?;
+    let mut cmd = std::process::Command::new("/bin/true");
+    cmd.stderr(std::process::Stdio::null());
+    // SAFETY: Namespaces::enter only makes syscalls on data prepared before the fork.
+    unsafe { cmd.pre_exec(move || ns.enter()) };
+    let status = cmd.status();
+    let _ = std::fs::remove_dir(&job_dir);
+    match status {
+        Ok(s) if s.success() => Ok(()),
+        Ok(s) => Err(format!("the namespace probe exited {s}")),
+        Err(e) => Err(format!("cannot enter new mount/IPC/UTS namespaces: {e}")),
     }
 }

@@ -115,7 +115,7 @@ fn main() -> anyhow::Result<()> {
     };
     let namespaces = match a.namespaces {
         Cgroups::Off => false,
-        mode => match chorus_noded::isolation::probe() {
+        mode => match chorus_noded::isolation::probe(&a.state_dir, &name) {
             Ok(()) => {
                 tracing::info!("jobs run in their own mount, IPC and UTS namespaces");
                 true

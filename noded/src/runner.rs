@@ -442,63 +442,6 @@ fn collect_outputs(cfg: &RunnerConfig, l: &LaunchSpec, p: &Paths) -> Vec<Output>
 mod tests {
     use super::*;
 
-    fn launch(job_id: u32, dir: &Path) -> LaunchSpec {
-        let out = dir.join(format!("slurm-{job_id}.out")).display().to_string();
-        LaunchSpec {
-            job_id,
-            attempt: 0,
-            script: "#!/bin/sh\ntrue\n".into(),
-            args: vec![],
-            work_dir: dir.display().to_string(),
-            env: vec![("PATH".into(), "/usr/bin:/bin".into())],
-            stdout_path: out.clone(),
-            stderr_path: out,
-            open_append: false,
-            time_limit_secs: None,
-            start_time: 0,
-            uid: nix::unistd::getuid().as_raw(),
-            gid: nix::unistd::getgid().as_raw(),
-            cpus: 1,
-            mem_mb: 100,
-            gpus: vec![],
-            job_name: "t".into(),
-            user: "u".into(),
-        }
-    }
-
-    /// Many jobs launched at once on one node: none may fail to exec its own script because
-    /// another launch's fork held it open for writing (ETXTBSY, exit 126).
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn concurrent_launches_never_find_their_script_busy() {
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = Arc::new(RunnerConfig {
-            node_name: "n1".into(),
-            state_dir: dir.path().join("state"),
-            max_output_bytes: 1 << 20,
-            cgroups: None,
-            namespaces: false,
-        });
-        let runs: Vec<_> = (1..=200)
-            .map(|id| {
-                let (cfg, l) = (Arc::clone(&cfg), launch(id, dir.path()));
-                tokio::spawn(async move {
-                    let (_tx, rx) = watch::channel(false);
-                    run(cfg, l, Duration::from_secs(1), ProcessGroup::default(), rx).await
-                })
-            })
-            .collect();
-        for r in runs {
-            let fin = r.await.unwrap();
-            assert_eq!(
-                fin.exit,
-                ExitStatus { code: 0, signal: 0 },
-                "job {} ({:?})",
-                fin.job_id,
-                fin.cause
-            );
-        }
-    }
-
     #[test]
     fn wait_status_maps_to_slurm_exit_codes() {
         assert_eq!(decode_wait_status(3 << 8), ExitStatus { code: 3, signal: 0 });

@@ -8,17 +8,18 @@
 //!   2 busy loops on 1 CPU        ──▶ CPU time ≈ 1 CPU × wall time, not 2
 //! ```
 
+mod common;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chorus_core::fsm::EndCause;
 use chorus_core::job::ExitStatus;
-use chorus_core::launch::LaunchSpec;
 use chorus_noded::cgroup::{self, CgroupConfig};
 use chorus_noded::inventory::{FakeInventory, GpuDevice, gpu_devices};
-use chorus_noded::runner::{Finished, ProcessGroup, RunnerConfig, run};
-use tokio::sync::watch;
+use chorus_noded::runner::RunnerConfig;
+use common::{go, launch, output};
 
 /// Removes a test's parent cgroup when the test ends.
 struct Parent(String);
@@ -58,43 +59,6 @@ fn contained_with(
             None
         }
     }
-}
-
-fn launch(job_id: u32, dir: &Path, script: &str, cpus: u32, mem_mb: u64) -> LaunchSpec {
-    let out = dir.join(format!("slurm-{job_id}.out")).display().to_string();
-    LaunchSpec {
-        job_id,
-        attempt: 0,
-        script: format!("#!/bin/sh\n{script}\n"),
-        args: vec![],
-        work_dir: dir.display().to_string(),
-        env: vec![("PATH".into(), "/usr/bin:/bin".into())],
-        stdout_path: out.clone(),
-        stderr_path: out,
-        open_append: false,
-        time_limit_secs: None,
-        start_time: now(),
-        uid: 0,
-        gid: 0,
-        cpus,
-        mem_mb,
-        gpus: vec![],
-        job_name: "t".into(),
-        user: "root".into(),
-    }
-}
-
-fn now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
-}
-
-async fn go(cfg: &Arc<RunnerConfig>, l: LaunchSpec) -> Finished {
-    let (_tx, rx) = watch::channel(false);
-    run(Arc::clone(cfg), l, Duration::from_secs(1), ProcessGroup::default(), rx).await
-}
-
-fn output(dir: &Path, job: u32) -> String {
-    std::fs::read_to_string(dir.join(format!("slurm-{job}.out"))).unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -207,11 +171,11 @@ async fn a_job_opens_its_gpu_and_not_the_others() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_sees_only_its_own_files_shared_memory_and_hostname() {
-    if let Err(e) = chorus_noded::isolation::probe() {
+    let dir = tempfile::tempdir().unwrap();
+    if let Err(e) = chorus_noded::isolation::probe(&dir.path().join("state"), "n7") {
         eprintln!("SKIP namespaces: {e}");
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
     // A work directory anyone may use: the job below runs as nobody.
     let work = dir.path().join("work");
     std::fs::create_dir(&work).unwrap();

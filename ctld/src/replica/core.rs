@@ -93,8 +93,6 @@ pub struct Output {
     pub reads: Vec<(u64, u64)>,
     /// The new role and term when it changed.
     pub role: Option<(StateRole, u64)>,
-    /// Commands applied by this ready, in order (the simulator checks invariants on them).
-    pub applied_commands: usize,
 }
 
 /// A replica's raft node and state machine.
@@ -205,10 +203,6 @@ impl<S: RaftStore> Core<S> {
     /// The state machine, shared with readers.
     pub fn state(&self) -> Arc<RwLock<ClusterState>> {
         Arc::clone(&self.state)
-    }
-
-    pub fn store(&self) -> &S {
-        &self.store
     }
 
     pub fn id(&self) -> u64 {
@@ -329,10 +323,6 @@ impl<S: RaftStore> Core<S> {
         self.raw.transfer_leader(to);
     }
 
-    pub fn campaign(&mut self) {
-        let _ = self.raw.campaign();
-    }
-
     /// Processes everything raft-rs has ready. A storage error means nothing more may be
     /// acknowledged: the daemon stops.
     pub fn ready(&mut self) -> Result<Output, StoreError> {
@@ -406,10 +396,7 @@ impl<S: RaftStore> Core<S> {
                 }
                 // A new leader's empty entry.
                 EntryType::EntryNormal if e.data.is_empty() => continue,
-                EntryType::EntryNormal => {
-                    out.applied_commands += 1;
-                    self.apply_command(&e)?
-                }
+                EntryType::EntryNormal => self.apply_command(&e)?,
             };
             let origin = Origin::decode(&e.context);
             if let Some(o) = origin.filter(|o| {
