@@ -113,17 +113,22 @@ mod group {
         pub handles: Arc<Mutex<HashMap<u64, ReplicaHandle>>>,
         /// Appends to this replica are dropped (0: none).
         pub starve: Arc<AtomicU64>,
+        /// Everything to or from this replica is dropped (0: none).
+        pub isolate: Arc<AtomicU64>,
     }
 
     impl Transport for Router {
         fn send(&self, msgs: Vec<Message>) {
             let handles = self.handles.lock().unwrap();
             for m in msgs {
-                let starved = m.to == self.starve.load(Ordering::SeqCst)
+                let cut = self.isolate.load(Ordering::SeqCst);
+                let starved = (m.to == self.starve.load(Ordering::SeqCst)
                     && matches!(
                         m.get_msg_type(),
                         MessageType::MsgAppend | MessageType::MsgSnapshot
-                    );
+                    ))
+                    || m.to == cut
+                    || m.from == cut;
                 if let (false, Some(h)) = (starved, handles.get(&m.to)) {
                     h.step(m);
                 }
@@ -182,4 +187,85 @@ async fn a_read_on_a_lagging_follower_waits_for_what_was_acknowledged() {
     router.starve.store(0, Ordering::SeqCst);
     let seen = tokio::time::timeout(Duration::from_secs(10), read).await.unwrap().unwrap();
     assert!(seen.unwrap(), "once caught up, the read shows the acknowledged job");
+}
+
+/// Item 6 of the replication issue: a new leader has heard no heartbeat (they went to its
+/// predecessor); it must give every node a full timeout from its election before it may mark
+/// one DOWN, however long it has itself been running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_leader_marks_no_node_down_before_a_full_timeout() {
+    use std::sync::atomic::Ordering;
+    use std::time::{Duration, Instant};
+
+    use chorus_core::fsm::NodeRegistration;
+    use chorus_core::node::{NodeResources, NodeState};
+    use chorus_ctld::leader::liveness_loop;
+    use chorus_ctld::nodes::NodeHub;
+
+    const TIMEOUT: Duration = Duration::from_secs(3);
+    let (router, replicas) = group::start();
+    let hubs: Vec<std::sync::Arc<NodeHub>> =
+        replicas.iter().map(|_| std::sync::Arc::new(NodeHub::new())).collect();
+    for (r, hub) in replicas.iter().zip(&hubs) {
+        tokio::spawn(liveness_loop(r.clone(), std::sync::Arc::clone(hub), || 1, TIMEOUT));
+    }
+    let leader_of = |replicas: &[replica::ReplicaHandle]| {
+        replicas
+            .iter()
+            .position(|h| h.is_leader() && h.status().id != router.isolate.load(Ordering::SeqCst))
+    };
+    let first = loop {
+        if let Some(i) = leader_of(&replicas) {
+            break i;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let reg = NodeRegistration {
+        name: "node1".into(),
+        addr: String::new(),
+        hostname: "node1".into(),
+        resources: NodeResources { cpus: 2, mem_mb: 1000, gpus: vec![] },
+        boot_time: 0,
+        version: "t".into(),
+        os: "linux".into(),
+        running: vec![],
+        session: 1,
+    };
+    replicas[first]
+        .propose(Command::RegisterNode { reg: Box::new(reg), now: 1 }, vec![])
+        .await
+        .unwrap();
+    // The node heartbeats to the first leader only, for longer than the timeout: the other
+    // controllers have heard nothing from it all that while.
+    let until = Instant::now() + TIMEOUT + Duration::from_secs(1);
+    while Instant::now() < until {
+        hubs[first].seen("node1");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The first leader is cut off; another is elected.
+    router.isolate.store(replicas[first].status().id, Ordering::SeqCst);
+    let second = loop {
+        if let Some(i) = leader_of(&replicas).filter(|i| *i != first) {
+            break i;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let elected = Instant::now();
+    // Within its grace the new leader marks nothing DOWN (its clock started at its election)...
+    let state = |r: &replica::ReplicaHandle| r.read(|st| st.nodes["node1"].state);
+    while elected.elapsed() < TIMEOUT / 2 {
+        assert_eq!(
+            state(&replicas[second]),
+            NodeState::Up,
+            "a failover marked a healthy node DOWN"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // ... and a node that really stays silent is marked DOWN once its full timeout has passed.
+    let deadline = elected + TIMEOUT * 3;
+    while state(&replicas[second]) != NodeState::Down {
+        assert!(Instant::now() < deadline, "a silent node was never marked DOWN");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(elected.elapsed() >= TIMEOUT, "marked DOWN before a full timeout from the election");
 }

@@ -55,6 +55,8 @@ pub struct ClusterOpts {
     pub controllers: u32,
     /// Entries between snapshots (`None`: the default).
     pub snapshot_every: Option<u64>,
+    /// Seconds of silence before a node is marked DOWN (`None`: the default, 60).
+    pub node_timeout: Option<u64>,
 }
 
 impl Default for ClusterOpts {
@@ -67,6 +69,7 @@ impl Default for ClusterOpts {
             kill_wait: 2,
             controllers: 1,
             snapshot_every: None,
+            node_timeout: None,
         }
     }
 }
@@ -96,6 +99,9 @@ impl Cluster {
         }
         if let Some(n) = o.snapshot_every {
             cmd.args(["--snapshot-every", &n.to_string()]);
+        }
+        if let Some(t) = o.node_timeout {
+            cmd.args(["--node-timeout", &t.to_string()]);
         }
         let mut child =
             cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("start chorus up");
