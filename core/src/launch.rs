@@ -27,7 +27,7 @@ use crate::job::{Job, JobId, JobInputs, JobSpec, MemRequest, NodeAlloc};
 use crate::slurm::hostlist;
 use crate::slurm::pattern::{PatternVars, default_output_pattern, expand_pattern};
 use crate::slurm::sbatch::OpenMode;
-use crate::state::ClusterState;
+use crate::state::{ClusterState, Network};
 
 /// Everything a node needs to start one batch script, computed by the controller from
 /// committed state.
@@ -65,6 +65,10 @@ pub struct LaunchSpec {
     pub gpus: Vec<u32>,
     pub job_name: String,
     pub user: String,
+    /// The job's network, from its partition.
+    pub network: Network,
+    /// `--container=PATH`: the OCI bundle to run the script in.
+    pub container: Option<String>,
 }
 
 /// Builds the launch of `job` (which must be Running with an allocation) for its batch node
@@ -93,6 +97,13 @@ pub fn prepare(state: &ClusterState, job: &Job, inputs: &JobInputs) -> LaunchSpe
         gpus: batch.map(|a| a.gpus.clone()).unwrap_or_default(),
         job_name: spec.name.clone(),
         user: spec.user.clone(),
+        network: state
+            .config
+            .partitions
+            .iter()
+            .find(|p| p.name == job.partition)
+            .map_or_else(Network::default, |p| p.network),
+        container: spec.other.get("container").cloned(),
     }
 }
 
@@ -1093,6 +1104,8 @@ _=/usr/bin/env";
             gpus: vec![1],
             job_name: "env.sh".into(),
             user: "root".into(),
+            network: Network::Host,
+            container: None,
         };
         assert_eq!(launch, want);
         let env = as_map(&launch.env);

@@ -25,6 +25,47 @@ pub struct Partition {
     /// Minutes; `None` means `max_time_min`.
     pub default_time_min: Option<u32>,
     pub up: bool,
+    /// What network a job of this partition sees on its node.
+    pub network: Network,
+}
+
+/// A job's network, per partition: the host's, only a loopback interface of its own, or no
+/// interface at all. The last two need the node to run jobs in namespaces.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Network {
+    #[default]
+    Host,
+    Loopback,
+    None,
+}
+
+impl Network {
+    pub const ALL: [Network; 3] = [Network::Host, Network::Loopback, Network::None];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Network::Host => "host",
+            Network::Loopback => "loopback",
+            Network::None => "none",
+        }
+    }
+}
+
+impl std::fmt::Display for Network {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Network {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Network::ALL
+            .into_iter()
+            .find(|n| n.as_str().eq_ignore_ascii_case(s))
+            .ok_or_else(|| format!("unknown network `{s}`: expected host, loopback or none"))
+    }
 }
 
 impl Partition {
@@ -58,6 +99,7 @@ impl Default for ClusterConfig {
                 max_time_min: None,
                 default_time_min: None,
                 up: true,
+                network: Network::Host,
             }],
             def_mem_per_cpu: 256,
             kill_wait_secs: 30,

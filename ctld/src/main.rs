@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use chorus_core::state::{ClusterConfig, Partition};
+use chorus_core::state::{ClusterConfig, Network, Partition};
 use chorus_ctld::server::{CtldConfig, Founding, Listeners, serve};
 use chorus_ctld::storage::Member;
 use clap::Parser;
@@ -44,6 +44,11 @@ struct Args {
     /// Partition's maximum time limit in minutes (omit for UNLIMITED).
     #[arg(long)]
     max_time: Option<u32>,
+    /// The network the partition's jobs see: `host`, `loopback` (a loopback interface of
+    /// their own) or `none` (no interface). The last two need nodes running jobs in
+    /// namespaces; other nodes refuse such jobs.
+    #[arg(long, default_value_t = Network::Host)]
+    network: Network,
     /// MB of memory per CPU for jobs that ask for none (Slurm's DefMemPerCPU).
     #[arg(long, default_value_t = 256)]
     def_mem_per_cpu: u64,
@@ -88,6 +93,7 @@ fn main() -> anyhow::Result<()> {
                 max_time_min: a.max_time,
                 default_time_min: None,
                 up: true,
+                network: a.network,
             }],
             def_mem_per_cpu: a.def_mem_per_cpu,
             kill_wait_secs: a.kill_wait,

@@ -1,169 +1,164 @@
-//! A job's namespaces, entered between fork and exec: its own mount, IPC and UTS namespaces.
+//! A job's namespaces and view of the filesystem, set up by stepd (stepd.rs) before the job's
+//! script runs. stepd is a fresh single-threaded process, so this is ordinary code.
 //!
 //! ```text
-//!   parent (noded): Namespaces::prepare: C strings and the user's groups: everything the
-//!                   child needs, allocated up front
-//!   child (pre_exec, syscalls only):
-//!     unshare(NEWNS | NEWIPC | NEWUTS)
-//!     / made private (no mount leaks back to the host)
-//!     /dev/shm       fresh tmpfs: no shared memory with other jobs or the host
-//!     job dir        bound aside to /dev/shm/.chorus-job for a moment ...
-//!     STATE_DIR      empty tmpfs over noded's state directory (other jobs' scripts and
-//!                    files, noded's own data) ...
-//!     STATE_DIR/jobs/<id>.<attempt>   ... with the job's own directory bound back in
-//!     hostname       the node's name
-//!     setgroups / setgid / setuid: the job's user, last (mounting needs root)
+//!   unshare(NEWNS | NEWIPC | NEWUTS | NEWPID [| NEWNET])
+//!   /                   private: no mount leaks back to the host
+//!   /dev/shm            fresh tmpfs: no shared memory with other jobs or the host
+//!   kept paths          the job's directory, and its working directory, where a cover
+//!                       below would hide them, are bound aside (under the new /dev/shm) ...
+//!   /tmp, /var/tmp      the job's own: JOB_DIR/tmp, gone with the job
+//!   kept paths          ... bound back at their own paths, but for the job's directory:
+//!   STATE_DIR           empty tmpfs: other jobs' directories and noded's data out of sight
+//!                       (covered after the working directory, which may hold it)
+//!   job directory       ... bound back last
+//!   hostname            the node's name
+//!   network             host: the node's; loopback: a namespace of its own with `lo` up;
+//!                       none: a namespace of its own with nothing up
+//!   (PID 1, after fork) /proc of the job's PID namespace: it sees only its own processes
 //! ```
 
-use std::ffi::CString;
-use std::io;
-use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 
-/// What the child needs to enter the job's namespaces, prepared in the parent: after fork,
-/// only async-signal-safe calls are allowed (no allocation).
-pub struct Namespaces {
-    state_dir: CString,
-    jobs_dir: CString,
-    job_dir: CString,
-    hostname: Vec<u8>,
-    user: Option<(libc::uid_t, libc::gid_t, Vec<libc::gid_t>)>,
+use chorus_core::state::Network;
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::sched::{CloneFlags, unshare};
+
+/// What the job's view is made of.
+#[derive(Debug, Clone)]
+pub struct View<'a> {
+    pub state_dir: &'a Path,
+    pub job_dir: &'a Path,
+    pub work_dir: &'a Path,
+    pub hostname: &'a str,
+    pub network: Network,
 }
 
-fn cstr(p: &Path) -> io::Result<CString> {
-    CString::new(p.as_os_str().as_bytes())
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
+/// Where a step failed, and why: what stepd reports to noded as a launch failure.
+fn step<E: std::fmt::Display>(what: impl std::fmt::Display) -> impl FnOnce(E) -> String {
+    move |e| format!("{what}: {e}")
 }
 
-impl Namespaces {
-    /// `job_dir` must be inside `state_dir`. `user`: the uid and gid to become last, when the
-    /// job does not run as root.
-    pub fn prepare(
-        state_dir: &Path,
-        job_dir: &Path,
-        node: &str,
-        user: Option<(u32, u32)>,
-    ) -> io::Result<Self> {
-        let user = match user {
-            Some((uid, gid)) => {
-                let name = nix::unistd::User::from_uid(uid.into())
-                    .ok()
-                    .flatten()
-                    .map(|u| u.name)
-                    .unwrap_or_default();
-                let groups = CString::new(name)
-                    .ok()
-                    .and_then(|n| nix::unistd::getgrouplist(&n, gid.into()).ok())
-                    .map(|g| g.into_iter().map(|g| g.as_raw()).collect())
-                    .unwrap_or_else(|| vec![gid]);
-                Some((uid, gid, groups))
-            }
-            None => None,
-        };
-        Ok(Self {
-            state_dir: cstr(state_dir)?,
-            jobs_dir: cstr(&state_dir.join("jobs"))?,
-            job_dir: cstr(job_dir)?,
-            hostname: node.as_bytes().to_vec(),
-            user,
-        })
+const NONE: Option<&str> = None;
+
+fn bind(from: &Path, to: &Path) -> Result<(), String> {
+    mount(Some(from), to, NONE, MsFlags::MS_BIND, NONE).map_err(step(format_args!(
+        "binding {} on {}",
+        from.display(),
+        to.display()
+    )))
+}
+
+fn tmpfs(at: &Path, mode: &str) -> Result<(), String> {
+    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    mount(Some("tmpfs"), at, Some("tmpfs"), flags, Some(mode))
+        .map_err(step(format_args!("mounting a tmpfs on {}", at.display())))
+}
+
+fn mkdir_p(p: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(p).map_err(step(format_args!("creating {}", p.display())))
+}
+
+/// Unshares the job's namespaces and builds its view. The caller goes on in the new mount,
+/// IPC, UTS (and network) namespaces; its next child is PID 1 of the new PID namespace and
+/// must call [`mount_proc`].
+pub fn enter(v: &View) -> Result<(), String> {
+    let mut flags = CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWIPC
+        | CloneFlags::CLONE_NEWUTS
+        | CloneFlags::CLONE_NEWPID;
+    if v.network != Network::Host {
+        flags |= CloneFlags::CLONE_NEWNET;
+    }
+    unshare(flags).map_err(step("unsharing namespaces"))?;
+    mount(NONE, "/", NONE, MsFlags::MS_REC | MsFlags::MS_PRIVATE, NONE)
+        .map_err(step("making / private"))?;
+    tmpfs(Path::new("/dev/shm"), "mode=1777")?;
+
+    let covers = [Path::new("/tmp"), Path::new("/var/tmp"), v.state_dir];
+    let hidden = |p: &Path| covers.iter().any(|c| p.starts_with(c) && p != *c);
+    let mut keep = vec![v.job_dir];
+    if !v.work_dir.starts_with(v.job_dir) {
+        keep.push(v.work_dir);
+    }
+    keep.retain(|p| hidden(p));
+    let aside = Path::new("/dev/shm/.chorus-keep");
+    let asides: Vec<PathBuf> = (0..keep.len()).map(|i| aside.join(i.to_string())).collect();
+    for (k, a) in keep.iter().zip(&asides) {
+        mkdir_p(a)?;
+        bind(k, a)?;
     }
 
-    /// Enters the namespaces and drops to the job's user. For `pre_exec` only.
-    ///
-    /// # Safety
-    /// Call only in a freshly forked child: it changes the calling process's namespaces,
-    /// mounts and credentials.
-    pub unsafe fn enter(&self) -> io::Result<()> {
-        // On failure, say which step on the job's stderr (a plain write: no allocation).
-        let check = |r: libc::c_int, step: &'static [u8]| {
-            if r >= 0 {
-                return Ok(());
-            }
-            let e = io::Error::last_os_error();
-            // SAFETY: writing a static buffer to fd 2.
-            unsafe { libc::write(2, step.as_ptr().cast(), step.len()) };
-            Err(e)
-        };
-        let none = std::ptr::null::<libc::c_char>();
-        // SAFETY: plain syscalls on pointers to NUL-terminated strings owned by `self`.
-        unsafe {
-            check(
-                libc::unshare(libc::CLONE_NEWNS | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS),
-                b"namespaces: unshare failed\n",
-            )?;
-            let private = libc::MS_REC | libc::MS_PRIVATE;
-            check(
-                libc::mount(none, c"/".as_ptr(), none, private, std::ptr::null()),
-                b"namespaces: making / private failed\n",
-            )?;
-            let tmpfs = c"tmpfs".as_ptr();
-            let flags = libc::MS_NOSUID | libc::MS_NODEV;
-            check(
-                libc::mount(
-                    tmpfs,
-                    c"/dev/shm".as_ptr(),
-                    tmpfs,
-                    flags,
-                    c"mode=1777".as_ptr().cast(),
-                ),
-                b"namespaces: mounting /dev/shm failed\n",
-            )?;
-            // The job's directory is bound aside before the state directory is covered, then
-            // bound back at its own path.
-            let aside = c"/dev/shm/.chorus-job".as_ptr();
-            check(libc::mkdir(aside, 0o700), b"namespaces: mkdir aside failed\n")?;
-            check(
-                libc::mount(self.job_dir.as_ptr(), aside, none, libc::MS_BIND, std::ptr::null()),
-                b"namespaces: binding the job's directory aside failed\n",
-            )?;
-            let mode = c"mode=0755".as_ptr().cast();
-            check(
-                libc::mount(tmpfs, self.state_dir.as_ptr(), tmpfs, flags, mode),
-                b"namespaces: hiding the state directory failed\n",
-            )?;
-            check(libc::mkdir(self.jobs_dir.as_ptr(), 0o755), b"namespaces: mkdir jobs failed\n")?;
-            check(libc::mkdir(self.job_dir.as_ptr(), 0o700), b"namespaces: mkdir job failed\n")?;
-            check(
-                libc::mount(aside, self.job_dir.as_ptr(), none, libc::MS_BIND, std::ptr::null()),
-                b"namespaces: binding the job's directory back failed\n",
-            )?;
-            check(libc::umount2(aside, libc::MNT_DETACH), b"namespaces: umount aside failed\n")?;
-            check(libc::rmdir(aside), b"namespaces: rmdir aside failed\n")?;
-            check(
-                libc::sethostname(self.hostname.as_ptr().cast(), self.hostname.len()),
-                b"namespaces: sethostname failed\n",
-            )?;
-            if let Some((uid, gid, groups)) = &self.user {
-                check(libc::setgroups(groups.len(), groups.as_ptr()), b"setgroups failed\n")?;
-                check(libc::setgid(*gid), b"setgid failed\n")?;
-                check(libc::setuid(*uid), b"setuid failed\n")?;
-            }
+    // The job's /tmp is reached through its stand-in: covering /tmp may hide its real path.
+    let tmp = v.job_dir.join("tmp");
+    mkdir_p(&tmp)?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o1777))
+        .map_err(step(format_args!("chmod {}", tmp.display())))?;
+    let tmp_aside = aside.join("tmp");
+    mkdir_p(&tmp_aside)?;
+    bind(&tmp, &tmp_aside)?;
+    for t in [Path::new("/tmp"), Path::new("/var/tmp")] {
+        if t.is_dir() {
+            bind(&tmp_aside, t)?;
+        }
+    }
+    umount2(&tmp_aside, MntFlags::MNT_DETACH).map_err(step("unmounting /tmp's stand-in"))?;
+    // Kept paths come back in order: those outside the state directory before it is
+    // covered (one of them may hold it), the job's directory after.
+    let (outside, inside): (Vec<_>, Vec<_>) =
+        keep.iter().zip(&asides).partition(|(k, _)| !k.starts_with(v.state_dir));
+    let back = |kept: Vec<(&&Path, &PathBuf)>| -> Result<(), String> {
+        for (k, a) in kept {
+            mkdir_p(k)?;
+            bind(a, k)?;
+            umount2(a, MntFlags::MNT_DETACH).map_err(step("unmounting a kept path's stand-in"))?;
         }
         Ok(())
+    };
+    back(outside)?;
+    mkdir_p(v.state_dir)?;
+    tmpfs(v.state_dir, "mode=0755")?;
+    back(inside)?;
+    std::fs::remove_dir_all(aside).map_err(step("removing the stand-ins"))?;
+
+    nix::unistd::sethostname(v.hostname).map_err(step("setting the hostname"))?;
+    if v.network == Network::Loopback {
+        loopback_up().map_err(step("bringing the loopback interface up"))?;
     }
+    Ok(())
 }
 
-/// Whether jobs can be put in namespaces here (root, and a kernel that allows it): checked
-/// once at start by running `/bin/true` through the very same steps a job goes through, with
-/// a throwaway job directory under `state_dir`.
-pub fn probe(state_dir: &Path, node: &str) -> Result<(), String> {
-    use std::os::unix::process::CommandExt;
-    if !nix::unistd::geteuid().is_root() {
-        return Err("noded is not root: cannot create namespaces".into());
+/// Mounts the job's own `/proc`; called by PID 1 of its namespace.
+pub fn mount_proc() -> Result<(), String> {
+    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    mount(Some("proc"), "/proc", Some("proc"), flags, NONE).map_err(step("mounting /proc"))
+}
+
+/// `ip link set lo up` in the current network namespace.
+fn loopback_up() -> std::io::Result<()> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    // SAFETY: plain socket(2); the descriptor is owned below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
     }
-    let job_dir = state_dir.join("jobs").join("probe");
-    std::fs::create_dir_all(&job_dir).map_err(|e| format!("{}: {e}", job_dir.display()))?;
-    let ns = Namespaces::prepare(state_dir, &job_dir, node, None).map_err(|e| e.to_string())?;
-    let mut cmd = std::process::Command::new("/bin/true");
-    cmd.stderr(std::process::Stdio::null());
-    // SAFETY: Namespaces::enter only makes syscalls on data prepared before the fork.
-    unsafe { cmd.pre_exec(move || ns.enter()) };
-    let status = cmd.status();
-    let _ = std::fs::remove_dir(&job_dir);
-    match status {
-        Ok(s) if s.success() => Ok(()),
-        Ok(s) => Err(format!("the namespace probe exited {s}")),
-        Err(e) => Err(format!("cannot enter new mount/IPC/UTS namespaces: {e}")),
+    // SAFETY: fd was just returned by socket(2) and nothing else owns it.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: ifreq is plain data.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *d = *s as libc::c_char;
     }
+    // SAFETY: SIOCGIFFLAGS and SIOCSIFFLAGS read and write the ifreq we own.
+    unsafe {
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }

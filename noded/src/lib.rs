@@ -4,7 +4,8 @@
 //!   inventory (OS, NVML or stand-in GPUs) ──▶ Register ──▶ ctld
 //!   heartbeat every few seconds ───────────▶ ctld (re-register when it forgets us)
 //!   Assignments stream ──▶ reconcile by (job, attempt):
-//!        new launch ──▶ runner: script → process group → wait4 → report (+ outputs)
+//!        new launch ──▶ runner: user, cgroup ──▶ stepd: namespaces ──▶ script
+//!                       wait4 ──▶ report (+ outputs)
 //!        stop flag  ──▶ SIGTERM, KillWait, SIGKILL
 //!        signal     ──▶ kill(pgid, sig)
 //! ```
@@ -14,3 +15,5 @@ pub mod cgroup;
 pub mod inventory;
 pub mod isolation;
 pub mod runner;
+pub mod stepd;
+pub mod users;

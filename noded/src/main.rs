@@ -7,6 +7,7 @@ use chorus_noded::agent::{AgentConfig, run};
 use chorus_noded::cgroup::{self, CgroupConfig};
 use chorus_noded::inventory::{self, FakeInventory, GpuInventory, NvmlInventory};
 use chorus_noded::runner::RunnerConfig;
+use chorus_noded::users::{self, JobUserMode, JobUsers};
 use clap::Parser;
 
 /// Runs jobs the controller assigns to this node.
@@ -49,10 +50,21 @@ struct Args {
     /// Most processes (and threads) one job may have (`pids.max`).
     #[arg(long, default_value_t = 4096)]
     max_pids: i64,
-    /// Run every job in its own mount, IPC and UTS namespaces: `auto`, `on`, `off` (as
-    /// `--cgroups`).
+    /// Run every job in its own mount, IPC, UTS, PID (and, as its partition says, network)
+    /// namespaces: `auto`, `on`, `off` (as `--cgroups`).
     #[arg(long, value_enum, default_value_t = Cgroups::Auto)]
     namespaces: Cgroups,
+    /// Who jobs run as (never root): `auto` (the submitter when this node knows its uid and
+    /// it is not root, else a uid of the job's own from --job-uids), `range` (always a uid
+    /// of the job's own), or the name of one unprivileged user for every job.
+    #[arg(long, default_value = "auto", value_parser = JobUserMode::parse)]
+    job_user: JobUserMode,
+    /// The uids (and gids) jobs are given one each: `FIRST-LAST`.
+    #[arg(long, default_value = "2000000000-2000065535", value_parser = users::parse_range)]
+    job_uids: (u32, u32),
+    /// The `stepd` program that runs each job (default: next to this program).
+    #[arg(long)]
+    stepd: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -113,11 +125,16 @@ fn main() -> anyhow::Result<()> {
             }
         }
     };
+    let stepd = match a.stepd {
+        Some(p) => p,
+        None => std::env::current_exe()?.with_file_name("stepd"),
+    };
+    anyhow::ensure!(stepd.is_file(), "{}: no such program (see --stepd)", stepd.display());
     let namespaces = match a.namespaces {
         Cgroups::Off => false,
-        mode => match chorus_noded::isolation::probe(&a.state_dir, &name) {
+        mode => match chorus_noded::stepd::probe(&stepd, &a.state_dir, &name) {
             Ok(()) => {
-                tracing::info!("jobs run in their own mount, IPC and UTS namespaces");
+                tracing::info!("jobs run in their own mount, IPC, UTS, PID and network namespaces");
                 true
             }
             Err(e) if mode == Cgroups::Auto => {
@@ -129,11 +146,10 @@ fn main() -> anyhow::Result<()> {
     };
     let cfg = AgentConfig {
         runner: RunnerConfig {
-            node_name: name.clone(),
-            state_dir: a.state_dir,
-            max_output_bytes: 16 << 20,
             cgroups,
             namespaces,
+            users: JobUsers::new(a.job_user, a.job_uids),
+            ..RunnerConfig::new(name.clone(), a.state_dir, stepd)
         },
         name,
         controllers,

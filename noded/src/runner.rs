@@ -7,9 +7,10 @@
 //!   open stdout/stderr (truncate|append) in the working directory, or in a staging directory
 //!   when that directory does not exist on this node (outputs then travel back via ctld)
 //!   job cgroup (cgroup.rs): CPU quota, memory + swap, pids.max, GPU devices
-//!   namespaces (isolation.rs): mount (private /dev/shm, state dir hidden), IPC, UTS
-//!   /bin/sh trampoline (setsid: pgid = pid), held on a pipe until it is in the cgroup,
-//!       then: SLURM_TASK_PID=$$ exec script args
+//!   the job's user (users.rs): never root
+//!   stepd (stepd.rs; setsid: pgid = pid), held on a pipe until it is in the cgroup, then
+//!       namespaces (isolation.rs): mount, IPC, UTS, PID, network as the partition says
+//!       exec script args as the job's user; a launch error comes back on a second pipe
 //!   wait4 on a blocking thread ──┬── deadline  → "*** ... DUE TO TIME LIMIT ***", TERM, KILL
 //!                                └── stop      → "*** ... CANCELLED AT ... ***", TERM, KILL
 //!   end: usage and OOM kills from the cgroup (OUT_OF_MEMORY, Slurm's message), leftovers
@@ -17,11 +18,9 @@
 //! ```
 
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
@@ -29,9 +28,11 @@ use std::time::Duration;
 use chorus_core::fsm::EndCause;
 use chorus_core::job::{ExitStatus, Usage};
 use chorus_core::launch::LaunchSpec;
+use chorus_core::state::Network;
 
 use crate::cgroup::{CgroupConfig, JobCgroup};
-use crate::isolation::Namespaces;
+use crate::stepd::{self, StepPlan};
+use crate::users::{JobUser, JobUsers};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::sync::watch;
@@ -46,8 +47,31 @@ pub struct RunnerConfig {
     pub max_output_bytes: u64,
     /// Each job in a cgroup of its own; `None` where cgroups are unusable or turned off.
     pub cgroups: Option<CgroupConfig>,
-    /// Each job in its own mount, IPC and UTS namespaces (isolation.rs).
+    /// Each job in its own mount, IPC, UTS, PID and network namespaces (isolation.rs).
     pub namespaces: bool,
+    /// The `stepd` program (stepd.rs).
+    pub stepd: PathBuf,
+    /// Who jobs run as, when noded is root (users.rs).
+    pub users: JobUsers,
+}
+
+impl RunnerConfig {
+    /// No cgroups, no namespaces, users as `--job-user auto`, 16 MB of output sent back.
+    pub fn new(
+        node_name: impl Into<String>,
+        state_dir: impl Into<PathBuf>,
+        stepd: PathBuf,
+    ) -> Self {
+        Self {
+            node_name: node_name.into(),
+            state_dir: state_dir.into(),
+            max_output_bytes: 16 << 20,
+            cgroups: None,
+            namespaces: false,
+            stepd,
+            users: JobUsers::default(),
+        }
+    }
 }
 
 /// One output file as it goes back to the controller.
@@ -112,9 +136,10 @@ fn paths(cfg: &RunnerConfig, l: &LaunchSpec) -> Paths {
     }
 }
 
-fn open_output(path: &Path, append: bool, uid: u32, gid: u32) -> std::io::Result<File> {
+/// Opens (creating with `mode`) an output file, owned by the submitter `uid:gid`.
+fn open_output(path: &Path, append: bool, uid: u32, gid: u32, mode: u32) -> std::io::Result<File> {
     let mut o = OpenOptions::new();
-    o.create(true).write(true).mode(0o644);
+    o.create(true).write(true).mode(mode);
     if append {
         o.append(true)
     } else {
@@ -144,14 +169,7 @@ pub async fn run(
         usage: Usage::default(),
         outputs: vec![],
     };
-    let started = match &cfg.cgroups {
-        Some(cg) => JobCgroup::create(cg, l.job_id, l.attempt, l.cpus, l.mem_mb, &l.gpus)
-            .map(Some)
-            .map_err(|e| std::io::Error::other(e.to_string())),
-        None => Ok(None),
-    }
-    .and_then(|cg| Ok((start(&cfg, &l, &p, cg.as_ref())?, cg)));
-    let (child, cgroup) = match started {
+    let (child, cgroup, user) = match launch(&cfg, &l, &p).await {
         Ok(c) => c,
         Err(e) => {
             warn!(job = l.job_id, error = %e, "launch failed");
@@ -159,10 +177,11 @@ pub async fn run(
                 "slurmstepd-{}: error: couldn't start job {}: {e}\n",
                 cfg.node_name, l.job_id
             );
-            if let Ok(mut f) = open_output(&p.stderr, true, l.uid, l.gid) {
+            if let Ok(mut f) = open_output(&p.stderr, true, l.uid, l.gid, 0o600) {
                 let _ = f.write_all(msg.as_bytes());
             }
             fin.outputs = collect_outputs(&cfg, &l, &p);
+            let _ = std::fs::remove_dir_all(p.dir.join("tmp"));
             return fin;
         }
     };
@@ -217,7 +236,62 @@ pub async fn run(
     fin.outputs = collect_outputs(&cfg, &l, &p);
     info!(job = l.job_id, exit = %fin.exit, cause = ?fin.cause, "ended");
     let _ = std::fs::remove_file(p.dir.join("script"));
+    let _ = std::fs::remove_dir_all(p.dir.join("tmp"));
+    // Every process of the job is gone: its uid may serve another job.
+    drop(user);
     fin
+}
+
+/// Everything up to the script running: the job's user, its cgroup, stepd. The error says
+/// why not, for the job's stderr.
+async fn launch(
+    cfg: &RunnerConfig,
+    l: &LaunchSpec,
+    p: &Paths,
+) -> std::io::Result<(std::process::Child, Option<JobCgroup>, Option<JobUser>)> {
+    let other = std::io::Error::other;
+    if l.network != Network::Host && !cfg.namespaces {
+        return Err(other(format!(
+            "the partition's network is `{}`, which needs namespaces; this node runs jobs without them",
+            l.network
+        )));
+    }
+    let user = match nix::unistd::geteuid().is_root() {
+        true => Some(cfg.users.for_job(l.uid, l.gid).map_err(other)?),
+        false => None,
+    };
+    let cgroup = match &cfg.cgroups {
+        Some(cg) => Some(
+            JobCgroup::create(cg, l.job_id, l.attempt, l.cpus, l.mem_mb, &l.gpus)
+                .map_err(|e| other(e.to_string()))?,
+        ),
+        None => None,
+    };
+    let started = start(cfg, l, p, cgroup.as_ref(), user.as_ref());
+    // stepd reports a failed launch on its report pipe; the pipe closes empty once the
+    // script runs.
+    let failed = match started {
+        Ok((child, report)) => {
+            let why = tokio::task::spawn_blocking(move || {
+                let mut why = String::new();
+                let _ = (&report).read_to_string(&mut why);
+                why
+            })
+            .await
+            .unwrap_or_default();
+            if why.is_empty() {
+                return Ok((child, cgroup, user));
+            }
+            let mut child = child;
+            tokio::task::spawn_blocking(move || child.wait()).await.ok();
+            other(why)
+        }
+        Err(e) => e,
+    };
+    if let Some(cg) = cgroup {
+        tokio::task::spawn_blocking(move || cg.finish()).await.ok();
+    }
+    Err(failed)
 }
 
 /// Held while a script is written and while a child is spawned. A child forked while another
@@ -232,76 +306,56 @@ fn start(
     l: &LaunchSpec,
     p: &Paths,
     cgroup: Option<&JobCgroup>,
-) -> std::io::Result<std::process::Child> {
+    user: Option<&JobUser>,
+) -> std::io::Result<(std::process::Child, File)> {
     std::fs::create_dir_all(&p.dir)?;
+    std::fs::set_permissions(&p.dir, std::fs::Permissions::from_mode(0o700))?;
     if p.staged {
         std::fs::create_dir_all(&p.work_dir)?;
     }
-    let root = nix::unistd::geteuid().is_root();
     let script = p.dir.join("script");
     {
         let _guard = SCRIPT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         std::fs::write(&script, &l.script)?;
     }
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o700))?;
-    if root {
-        std::os::unix::fs::chown(&p.dir, Some(l.uid), Some(l.gid))?;
-        std::os::unix::fs::chown(&script, Some(l.uid), Some(l.gid))?;
-        if p.staged {
-            std::os::unix::fs::chown(&p.work_dir, Some(l.uid), Some(l.gid))?;
+    if let Some(u) = user {
+        for owned in [&p.dir, &script].into_iter().chain(p.staged.then_some(&p.work_dir)) {
+            std::os::unix::fs::chown(owned, Some(u.uid), Some(u.gid))?;
         }
     }
-    let stdout = open_output(&p.stdout, l.open_append, l.uid, l.gid)?;
+    // A stranger's output is for its submitter alone; a submitter's own is as Slurm makes it.
+    let mode = match user {
+        Some(u) if u.is_stranger(l.uid) => 0o600,
+        _ => 0o644,
+    };
+    let stdout = open_output(&p.stdout, l.open_append, l.uid, l.gid, mode)?;
     let stderr = if p.stderr == p.stdout {
         stdout.try_clone()?
     } else {
-        open_output(&p.stderr, l.open_append, l.uid, l.gid)?
+        open_output(&p.stderr, l.open_append, l.uid, l.gid, mode)?
     };
-    // The trampoline waits on fd 3 until the parent has put it in the job's cgroup, so the
-    // script is contained from its first instruction.
-    let (gate_r, gate_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-    let mut cmd = std::process::Command::new("/bin/sh");
-    cmd.arg("-c")
-        .arg("read -r go <&3 || exit 1; exec 3<&-; SLURM_TASK_PID=$$; export SLURM_TASK_PID; exec \"$@\"")
-        .arg("slurm_script")
-        .arg(&script)
-        .args(&l.args)
-        .env_clear()
-        .envs(with_login_defaults(l, &cfg.node_name))
-        .current_dir(&p.work_dir)
-        .stdin(Stdio::null())
-        .stdout(stdout)
-        .stderr(stderr);
-    let user = (root && l.uid != 0).then_some((l.uid, l.gid));
-    // With namespaces, the child drops to the job's user itself, after mounting.
-    let ns = if cfg.namespaces {
-        Some(Namespaces::prepare(&cfg.state_dir, &p.dir, &cfg.node_name, user)?)
-    } else {
-        if let Some((uid, gid)) = user {
-            cmd.uid(uid).gid(gid);
-        }
-        None
+    let plan = StepPlan {
+        node: cfg.node_name.clone(),
+        state_dir: cfg.state_dir.clone(),
+        job_dir: p.dir.clone(),
+        work_dir: p.work_dir.clone(),
+        user: user.map(|u| (u.uid, u.gid)),
+        no_new_privs: user.is_some_and(|u| u.is_stranger(l.uid)),
+        namespaces: cfg.namespaces,
+        network: l.network,
+        command: std::iter::once(script.into_os_string())
+            .chain(l.args.iter().map(Into::into))
+            .collect(),
     };
-    let gate_fd = std::os::fd::AsRawFd::as_raw_fd(&gate_r);
-    // SAFETY: setsid, dup2 and Namespaces::enter are plain syscalls on data prepared before
-    // the fork; they touch only the child's own session, descriptors, mounts and credentials.
-    unsafe {
-        cmd.pre_exec(move || {
-            nix::unistd::setsid().map_err(std::io::Error::from)?;
-            if libc::dup2(gate_fd, 3) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            if let Some(ns) = &ns {
-                ns.enter()?;
-            }
-            Ok(())
-        });
-    }
+    let (mut cmd, pipes) = stepd::command(&cfg.stepd, &plan)?;
+    cmd.envs(with_login_defaults(l, &cfg.node_name)).stdout(stdout).stderr(stderr);
     let mut child = {
         let _guard = SCRIPT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         cmd.spawn()?
     };
-    drop(gate_r);
+    // stepd waits until it is in the job's cgroup, so the script is contained from its
+    // first instruction.
     if let Some(cg) = cgroup
         && let Err(e) = cg.add(child.id())
     {
@@ -309,8 +363,7 @@ fn start(
         let _ = child.wait();
         return Err(std::io::Error::other(e.to_string()));
     }
-    File::from(gate_w).write_all(b"go\n")?;
-    Ok(child)
+    Ok((child, pipes.go()?))
 }
 
 /// Slurm's environment plus what a login gives when `--export=NONE` left them out.
@@ -354,7 +407,7 @@ fn stepd_message(p: &Paths, l: &LaunchSpec, node: &str, why: &str) {
         "slurmstepd-{node}: error: *** JOB {} ON {node} CANCELLED AT {at}{why} ***\n",
         l.job_id
     );
-    if let Ok(mut f) = open_output(&p.stderr, true, l.uid, l.gid) {
+    if let Ok(mut f) = open_output(&p.stderr, true, l.uid, l.gid, 0o600) {
         let _ = f.write_all(msg.as_bytes());
     }
 }
@@ -365,7 +418,7 @@ fn oom_message(p: &Paths, l: &LaunchSpec, node: &str, kills: u64) {
         "slurmstepd-{node}: error: Detected {kills} oom-kill event(s) in StepId={}.batch. Some of your processes may have been killed by the cgroup out-of-memory handler.\n",
         l.job_id
     );
-    if let Ok(mut f) = open_output(&p.stderr, true, l.uid, l.gid) {
+    if let Ok(mut f) = open_output(&p.stderr, true, l.uid, l.gid, 0o600) {
         let _ = f.write_all(msg.as_bytes());
     }
 }

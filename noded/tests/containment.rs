@@ -1,11 +1,18 @@
-//! Containment, for real: jobs run by the runner in cgroups on this machine. Needs root and a
-//! cgroup hierarchy; where either is missing each test says so and skips.
+//! Containment, for real: jobs run by the runner in cgroups and namespaces on this machine.
+//! Needs root, a cgroup hierarchy and namespaces; where one is missing each test says so and
+//! skips.
 //!
 //! ```text
 //!   memory hog (200 MB in 50 MB) ──▶ OUT_OF_MEMORY, 0:125, Slurm's message; a neighbour lives
 //!   fork bomb (pids.max 64)      ──▶ never more than 64 processes; ends at its time limit;
 //!                                    nothing left behind, cgroup gone
 //!   2 busy loops on 1 CPU        ──▶ CPU time ≈ 1 CPU × wall time, not 2
+//!   unassigned stand-in GPU      ──▶ open fails; the assigned one opens
+//!   a job in its namespaces      ──▶ PID 2 of its own; its own /tmp, /var/tmp, /dev/shm; no
+//!                                    view of noded, its keys, other jobs' files; a uid of its
+//!                                    own that can write nowhere else
+//!   partition network            ──▶ host / a loopback of its own / none
+//!   exit codes, signals, scancel ──▶ the script's own, through PID 1 of the namespace
 //! ```
 
 mod common;
@@ -16,10 +23,12 @@ use std::time::{Duration, Instant};
 
 use chorus_core::fsm::EndCause;
 use chorus_core::job::ExitStatus;
+use chorus_core::state::Network;
 use chorus_noded::cgroup::{self, CgroupConfig};
 use chorus_noded::inventory::{FakeInventory, GpuDevice, gpu_devices};
 use chorus_noded::runner::RunnerConfig;
-use common::{go, launch, output};
+use chorus_noded::users::{JobUserMode, JobUsers};
+use common::{config, go, launch, output, workdir};
 
 /// Removes a test's parent cgroup when the test ends.
 struct Parent(String);
@@ -46,11 +55,8 @@ fn contained_with(
     match cgroup::probe(&cg) {
         Ok(_) => Some((
             Arc::new(RunnerConfig {
-                node_name: "n1".into(),
-                state_dir: dir.join("state"),
-                max_output_bytes: 1 << 20,
                 cgroups: Some(cg.clone()),
-                namespaces: false,
+                ..config("n1", &dir.join("state"))
             }),
             Parent(cg.parent),
         )),
@@ -63,7 +69,7 @@ fn contained_with(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_memory_hog_ends_out_of_memory_and_its_neighbour_lives() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = workdir();
     let Some((cfg, _parent)) = contained(dir.path(), "oom", 256) else { return };
     let hog = "dd if=/dev/zero of=/dev/null bs=200M count=1; echo after";
     let hog = launch(1, dir.path(), hog, 1, 50);
@@ -87,7 +93,7 @@ async fn a_memory_hog_ends_out_of_memory_and_its_neighbour_lives() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fork_bomb_is_stopped_by_the_pids_limit_and_leaves_nothing() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = workdir();
     let Some((cfg, _parent)) = contained(dir.path(), "forkbomb", 64) else { return };
     let parent = cfg.cgroups.as_ref().unwrap().parent.clone();
     let mut bomb = launch(3, dir.path(), "b() { b | b & }; b; sleep 30", 1, 512);
@@ -116,7 +122,7 @@ async fn a_fork_bomb_is_stopped_by_the_pids_limit_and_leaves_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_uses_no_more_cpu_than_it_was_given() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = workdir();
     let Some((cfg, _parent)) = contained(dir.path(), "cpu", 256) else { return };
     let spin =
         "timeout 3 sh -c 'while :; do :; done' & timeout 3 sh -c 'while :; do :; done' & wait";
@@ -132,7 +138,7 @@ async fn a_job_uses_no_more_cpu_than_it_was_given() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_opens_its_gpu_and_not_the_others() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = workdir();
     // Stand-in GPUs: character devices with the numbers of /dev/full and /dev/urandom, which
     // any process may open unless its device cgroup says otherwise.
     let devs = dir.path().join("dev");
@@ -169,48 +175,143 @@ async fn a_job_opens_its_gpu_and_not_the_others() {
     assert_eq!(output(dir.path(), 5), "opened0\ndenied1\n", "GPU 0 given, GPU 1 denied");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_job_sees_only_its_own_files_shared_memory_and_hostname() {
-    let dir = tempfile::tempdir().unwrap();
-    if let Err(e) = chorus_noded::isolation::probe(&dir.path().join("state"), "n7") {
+/// A runner that puts jobs in namespaces and gives each a uid of its own from 5000-5099, or
+/// why not.
+fn isolated(dir: &Path, node: &str) -> Option<Arc<RunnerConfig>> {
+    let state = dir.join("state");
+    if let Err(e) = chorus_noded::stepd::probe(Path::new(env!("CARGO_BIN_EXE_stepd")), &state, node)
+    {
         eprintln!("SKIP namespaces: {e}");
-        return;
+        return None;
     }
-    // A work directory anyone may use: the job below runs as nobody.
-    let work = dir.path().join("work");
-    std::fs::create_dir(&work).unwrap();
-    std::fs::set_permissions(&work, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
-    let state = dir.path().join("state");
-    let cfg = Arc::new(RunnerConfig {
-        node_name: "n7".into(),
-        state_dir: state.clone(),
-        max_output_bytes: 1 << 20,
-        cgroups: None,
+    Some(Arc::new(RunnerConfig {
         namespaces: true,
-    });
-    let jobs = state.join("jobs");
+        users: JobUsers::new(JobUserMode::Range, (5000, 5099)),
+        ..config(node, &state)
+    }))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_sees_only_its_own_processes_files_and_hostname() {
+    let dir = workdir();
+    let Some(cfg) = isolated(dir.path(), "n7") else { return };
+    let work = dir.path();
+    // What noded keeps: another job's directory and a key, which no job may read.
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(state.join("keys")).unwrap();
+    std::fs::write(state.join("keys/node.key"), "secret key").unwrap();
+    // A finished job's output, in the same working directory.
+    let first = go(&cfg, launch(8, work, "echo private", 1, 100)).await;
+    assert_eq!((first.exit, output(work, 8)), (ExitStatus::default(), "private\n".into()));
+
     let looker = format!(
-        "ls {}; hostname; id -u; echo x > /dev/shm/mark; ls /dev/shm; cat {}/8.0/script >/dev/null 2>&1 || echo hidden",
-        jobs.display(),
-        jobs.display()
+        "echo pid $$; ls -d /proc/[0-9]* | wc -l; test -e /proc/{noded} && echo sees-noded\n\
+         hostname; id -u\n\
+         echo x > /tmp/mark; echo y > /var/tmp/vmark; echo z > /dev/shm/smark; ls /tmp /dev/shm\n\
+         ls {state}/jobs; cat {state}/keys/node.key 2>/dev/null || echo no-key\n\
+         cat {work}/slurm-8.out 2>/dev/null || echo no-output-of-8\n\
+         touch /etc/chorus-mark 2>/dev/null || echo no-etc; touch {work}/mark 2>/dev/null || echo no-work-dir",
+        noded = std::process::id(),
+        state = state.display(),
+        work = work.display(),
     );
-    let mut look = launch(6, &work, &looker, 1, 100);
-    (look.uid, look.gid) = (65534, 65534);
-    let neighbour = launch(8, &work, "sleep 2", 1, 100);
-    let (look, neighbour) = tokio::join!(go(&cfg, look), async {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        go(&cfg, neighbour).await
-    });
-    let out = std::fs::read_to_string(work.join("slurm-6.out")).unwrap_or_default();
-    assert_eq!(look.exit, ExitStatus::default(), "{out}");
-    assert_eq!(neighbour.exit, ExitStatus::default());
+    let neighbour = launch(9, work, "echo n > /tmp/neighbour; sleep 2", 1, 100);
+    let (look, neighbour) = tokio::join!(
+        async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            go(&cfg, launch(6, work, &looker, 1, 100)).await
+        },
+        go(&cfg, neighbour)
+    );
+    let out = output(work, 6);
     assert_eq!(
-        out, "6.0\nn7\n65534\nmark\nhidden\n",
-        "only its own job directory, the node's name, its user, its own /dev/shm, not the \
-         neighbour's script"
+        (look.exit, neighbour.exit),
+        (ExitStatus::default(), ExitStatus::default()),
+        "{out}"
     );
-    assert!(
-        !Path::new("/dev/shm/mark").exists(),
-        "the job's shared memory stayed in its namespace"
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "pid 2", "the script is the first task of its PID namespace: {out}");
+    let procs: u32 = lines[1].trim().parse().unwrap();
+    assert!(procs <= 5, "only its own processes in /proc ({procs}): {out}");
+    assert_eq!(
+        lines[2..].join("\n"),
+        [
+            "n7",
+            "5002",
+            "/dev/shm:",
+            "smark",
+            "",
+            "/tmp:",
+            "mark",
+            "vmark",
+            "6.0",
+            "no-key",
+            "no-output-of-8",
+            "no-etc",
+            "no-work-dir",
+        ]
+        .join("\n"),
+        "the node's name; a uid of its own (5000 and 5001 went to jobs 8 and 9, and are not reused yet); its own \
+         /tmp, /var/tmp and /dev/shm, not the neighbour's; only its own job directory; no key, \
+         no other job's output, nowhere to write outside its own directories"
     );
+    for leaked in ["/tmp/mark", "/var/tmp/vmark", "/dev/shm/smark", "/etc/chorus-mark"] {
+        assert!(!Path::new(leaked).exists(), "{leaked} stayed in the job's namespace");
+    }
+    assert!(!state.join("jobs/6.0/tmp").exists(), "the job's /tmp went with it");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_network_is_the_hosts_a_loopback_of_its_own_or_none() {
+    let dir = workdir();
+    let Some(cfg) = isolated(dir.path(), "n8") else { return };
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut outs = vec![];
+    for (id, network) in [(11, Network::Host), (12, Network::Loopback), (13, Network::None)] {
+        let mut l = launch(id, dir.path(), "", 1, 100);
+        l.script = format!(
+            "#!/bin/bash\n(echo > /dev/tcp/127.0.0.1/{port}) 2>/dev/null && echo connected\n\
+             (echo > /dev/tcp/127.0.0.1/1) 2>&1 | grep -om1 'refused\\|unreachable'\n"
+        );
+        l.network = network;
+        assert_eq!(go(&cfg, l).await.exit, ExitStatus::default(), "{network}");
+        outs.push(output(dir.path(), id));
+    }
+    assert_eq!(
+        outs,
+        ["connected\nrefused\n", "refused\n", "unreachable\n"],
+        "host: the node's listener answers; loopback: a lo of its own; none: no network"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_its_namespace_a_job_ends_with_its_own_status_and_hears_scancel() {
+    let dir = workdir();
+    let Some(cfg) = isolated(dir.path(), "n9") else { return };
+    let code = go(&cfg, launch(21, dir.path(), "exit 3", 1, 100)).await;
+    assert_eq!(code.exit, ExitStatus { code: 3, signal: 0 });
+    let killed = go(&cfg, launch(22, dir.path(), "kill -9 $$", 1, 100)).await;
+    assert_eq!(killed.exit, ExitStatus { code: 0, signal: 9 });
+    // SIGTERM from scancel reaches the script, which may clean up before it ends.
+    let trap = "trap 'echo cleaned up; exit 7' TERM; echo ready; sleep 60 & wait";
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let pg = chorus_noded::runner::ProcessGroup::default();
+    let run = tokio::spawn(chorus_noded::runner::run(
+        Arc::clone(&cfg),
+        launch(23, dir.path(), trap, 1, 100),
+        Duration::from_secs(30),
+        pg,
+        rx,
+    ));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !output(dir.path(), 23).contains("ready") && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.send(true).unwrap();
+    let fin = run.await.unwrap();
+    let out = output(dir.path(), 23);
+    assert_eq!(fin.cause, EndCause::Stopped);
+    assert_eq!(fin.exit, ExitStatus { code: 7, signal: 0 }, "{out}");
+    assert!(out.starts_with("ready\n") && out.contains("cleaned up"), "{out}");
 }

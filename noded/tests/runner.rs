@@ -4,22 +4,17 @@ mod common;
 
 use std::sync::Arc;
 
+use chorus_core::fsm::EndCause;
 use chorus_core::job::ExitStatus;
-use chorus_noded::runner::RunnerConfig;
-use common::{go, launch, output};
+use chorus_core::state::Network;
+use common::{config, go, launch, output, workdir};
 
 /// Many jobs launched at once on one node: none may fail to exec its own script because
 /// another launch's fork held it open for writing (ETXTBSY, exit 126).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_launches_never_find_their_script_busy() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = Arc::new(RunnerConfig {
-        node_name: "n1".into(),
-        state_dir: dir.path().join("state"),
-        max_output_bytes: 1 << 20,
-        cgroups: None,
-        namespaces: false,
-    });
+    let dir = workdir();
+    let cfg = Arc::new(config("n1", &dir.path().join("state")));
     let runs: Vec<_> = (1..=200)
         .map(|id| {
             let script = format!("echo {id}");
@@ -32,4 +27,23 @@ async fn concurrent_launches_never_find_their_script_busy() {
         assert_eq!(fin.exit, ExitStatus::default(), "job {} ({:?})", fin.job_id, fin.cause);
         assert_eq!(output(dir.path(), fin.job_id), format!("{}\n", fin.job_id));
     }
+}
+
+/// A partition with a network of its own cannot run on a node without namespaces: the job
+/// fails to launch, saying why, rather than run on the host's network.
+#[tokio::test]
+async fn a_network_partition_needs_namespaces() {
+    let dir = workdir();
+    let cfg = Arc::new(config("n1", &dir.path().join("state")));
+    let mut l = launch(1, dir.path(), "echo ran", 1, 100);
+    l.network = Network::Loopback;
+    let fin = go(&cfg, l).await;
+    assert_eq!(fin.cause, EndCause::LaunchFailed);
+    let out = output(dir.path(), 1);
+    assert!(
+        out.contains(
+            "couldn't start job 1: the partition's network is `loopback`, which needs namespaces"
+        ),
+        "{out}"
+    );
 }

@@ -8,6 +8,7 @@ use chorus_core::slurm::array::parse_array_spec;
 use chorus_core::slurm::dependency::parse_dependency;
 use chorus_core::slurm::sbatch::OpenMode;
 use chorus_core::slurm::time::{format_time_limit, parse_time_limit};
+use chorus_core::state::Network;
 
 use crate::{client as pb, node as pn};
 
@@ -282,6 +283,8 @@ impl From<&LaunchSpec> for pn::Launch {
             gpus: l.gpus.clone(),
             job_name: l.job_name.clone(),
             user: l.user.clone(),
+            network: l.network.to_string(),
+            container: l.container.clone().unwrap_or_default(),
         }
     }
 }
@@ -296,6 +299,15 @@ impl TryFrom<pn::Launch> for LaunchSpec {
         if !p.stdout_path.starts_with('/') || !p.stderr_path.starts_with('/') {
             return Err(bad("stdout_path", "output paths must be absolute"));
         }
+        let network = match p.network.as_str() {
+            "" => Network::Host,
+            n => n.parse().map_err(|e: String| bad("network", &e))?,
+        };
+        let container = match p.container {
+            c if c.is_empty() => None,
+            c if c.starts_with('/') => Some(c),
+            _ => return Err(bad("container", "the bundle's path must be absolute")),
+        };
         Ok(LaunchSpec {
             job_id: p.job_id,
             attempt: p.attempt,
@@ -315,6 +327,8 @@ impl TryFrom<pn::Launch> for LaunchSpec {
             gpus: p.gpus,
             job_name: p.job_name,
             user: p.user,
+            network,
+            container,
         })
     }
 }

@@ -8,6 +8,20 @@ use chorus_core::launch::LaunchSpec;
 use chorus_noded::runner::{Finished, ProcessGroup, RunnerConfig, run};
 use tokio::sync::watch;
 
+/// A runner on node `node` keeping its state in `state`, with this build's stepd; no cgroups,
+/// no namespaces.
+pub fn config(node: &str, state: &Path) -> RunnerConfig {
+    RunnerConfig::new(node, state, env!("CARGO_BIN_EXE_stepd").into())
+}
+
+/// A directory every job's user may enter (a job of root runs as a uid of its own).
+pub fn workdir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .unwrap();
+    dir
+}
+
 /// A batch job running `script` (after `#!/bin/sh`) in `dir` as the current user, with its
 /// output in `dir/slurm-<id>.out`.
 pub fn launch(job_id: u32, dir: &Path, script: &str, cpus: u32, mem_mb: u64) -> LaunchSpec {
@@ -31,6 +45,8 @@ pub fn launch(job_id: u32, dir: &Path, script: &str, cpus: u32, mem_mb: u64) -> 
         gpus: vec![],
         job_name: "t".into(),
         user: "u".into(),
+        network: Default::default(),
+        container: None,
     }
 }
 
