@@ -7,7 +7,7 @@
 //!   JobCgroup::create  PARENT/job_<id>_<attempt>: cpu quota = CPUs × period,
 //!                      memory (+memsw) = the allocation, pids.max,
 //!                      devices: the node's GPUs not given to the job denied (v1)
-//!   runner: spawn /bin/sh trampoline, blocked on a pipe ──▶ JobCgroup::add(pid) ──▶ release
+//!   runner: spawn stepd, blocked on a pipe ──▶ JobCgroup::add(pid) ──▶ release
 //!           (v1 charges memory where it was allocated: the job joins before it execs)
 //!   end:    usage() (peak memory, CPU time, oom kills) ──▶ finish(): kill leftovers, rmdir
 //! ```
@@ -111,7 +111,7 @@ impl JobCgroup {
         Ok(Self { cg, path })
     }
 
-    /// Moves a process (the job's trampoline, before it execs the script) into the group.
+    /// Moves a process (the job's stepd, before it starts anything) into the group.
     pub fn add(&self, pid: u32) -> Result<(), CgroupError> {
         self.cg
             .add_task_by_tgid(CgroupPid::from(u64::from(pid)))
