@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: formatting, the purity rule for the decision crates, every
-# unit, golden and end-to-end test. Needs only Rust (no protoc: protox compiles the protos).
+# unit, golden and end-to-end test. Needs Rust (no protoc: protox compiles the protos); as
+# root on Debian it installs crun and busybox-static for the container tests (deps.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+echo "== system packages for the container tests"
+./scripts/deps.sh
 
 echo "== rustfmt"
 cargo fmt --all -- --check

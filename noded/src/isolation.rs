@@ -16,6 +16,7 @@
 //!   network             host: the node's; loopback: a namespace of its own with `lo` up;
 //!                       none: a namespace of its own with nothing up
 //!   (PID 1, after fork) /proc of the job's PID namespace: it sees only its own processes
+//!   (--container)       JOB_DIR/rootfs: the bundle's root filesystem under an overlay
 //! ```
 
 use std::os::unix::fs::PermissionsExt;
@@ -33,6 +34,8 @@ pub struct View<'a> {
     pub work_dir: &'a Path,
     pub hostname: &'a str,
     pub network: Network,
+    /// An OCI bundle's root filesystem, kept visible like the working directory.
+    pub container_rootfs: Option<&'a Path>,
 }
 
 /// Where a step failed, and why: what stepd reports to noded as a launch failure.
@@ -79,8 +82,10 @@ pub fn enter(v: &View) -> Result<(), String> {
     let covers = [Path::new("/tmp"), Path::new("/var/tmp"), v.state_dir];
     let hidden = |p: &Path| covers.iter().any(|c| p.starts_with(c) && p != *c);
     let mut keep = vec![v.job_dir];
-    if !v.work_dir.starts_with(v.job_dir) {
-        keep.push(v.work_dir);
+    for p in std::iter::once(v.work_dir).chain(v.container_rootfs) {
+        if !p.starts_with(v.job_dir) && !keep.iter().any(|k| p.starts_with(k)) {
+            keep.push(p);
+        }
     }
     keep.retain(|p| hidden(p));
     let aside = Path::new("/dev/shm/.chorus-keep");
@@ -159,6 +164,35 @@ fn loopback_up() -> std::io::Result<()> {
         if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) < 0 {
             return Err(std::io::Error::last_os_error());
         }
+    }
+    Ok(())
+}
+
+/// The root filesystem of a container job: an overlay at `at` with the bundle's `rootfs`
+/// read-only below and a tmpfs above, so the runtime's mount points and the job's writes
+/// never reach the bundle. Also hides a cgroup2 mount next to v1 controllers
+/// (`/sys/fs/cgroup/unified`), which makes crun look for a v2 hierarchy that is not there.
+pub fn container_root(rootfs: &Path, at: &Path) -> Result<(), String> {
+    let text = rootfs.to_string_lossy();
+    if text.contains([',', ':', '\\']) {
+        return Err(format!(
+            "{}: a bundle path with , : or \\ cannot be overlaid",
+            rootfs.display()
+        ));
+    }
+    let layers = at.with_extension("layers");
+    mkdir_p(&layers)?;
+    tmpfs(&layers, "mode=0755")?;
+    let (upper, work) = (layers.join("upper"), layers.join("work"));
+    mkdir_p(&upper)?;
+    mkdir_p(&work)?;
+    mkdir_p(at)?;
+    let opts = format!("lowerdir={text},upperdir={},workdir={}", upper.display(), work.display());
+    mount(Some("overlay"), at, Some("overlay"), MsFlags::empty(), Some(opts.as_str()))
+        .map_err(step(format_args!("mounting the container's root on {}", at.display())))?;
+    let unified = Path::new("/sys/fs/cgroup/unified");
+    if unified.is_dir() {
+        let _ = umount2(unified, MntFlags::MNT_DETACH);
     }
     Ok(())
 }

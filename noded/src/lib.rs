@@ -14,6 +14,7 @@ pub mod agent;
 pub mod cgroup;
 pub mod inventory;
 pub mod isolation;
+pub mod oci;
 pub mod runner;
 pub mod stepd;
 pub mod users;

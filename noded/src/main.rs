@@ -65,6 +65,10 @@ struct Args {
     /// The `stepd` program that runs each job (default: next to this program).
     #[arg(long)]
     stepd: Option<PathBuf>,
+    /// The OCI runtime for `sbatch --container` jobs (default: `crun` on PATH; without one
+    /// such jobs fail to launch, saying so).
+    #[arg(long)]
+    oci_runtime: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -144,11 +148,19 @@ fn main() -> anyhow::Result<()> {
             Err(e) => anyhow::bail!("--namespaces on: {e}"),
         },
     };
+    let oci_runtime = a.oci_runtime.or_else(|| on_path("crun"));
+    match &oci_runtime {
+        Some(r) => {
+            tracing::info!(runtime = %r.display(), "--container jobs run through this OCI runtime")
+        }
+        None => tracing::warn!("no OCI runtime (crun): --container jobs will fail to launch"),
+    }
     let cfg = AgentConfig {
         runner: RunnerConfig {
             cgroups,
             namespaces,
             users: JobUsers::new(a.job_user, a.job_uids),
+            oci_runtime,
             ..RunnerConfig::new(name.clone(), a.state_dir, stepd)
         },
         name,
@@ -168,4 +180,9 @@ fn main() -> anyhow::Result<()> {
         }
     }));
     Ok(())
+}
+
+/// `name` in a directory of `PATH`, as a shell finds it.
+fn on_path(name: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?).map(|d| d.join(name)).find(|p| p.is_file())
 }

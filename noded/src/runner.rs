@@ -31,6 +31,7 @@ use chorus_core::launch::LaunchSpec;
 use chorus_core::state::Network;
 
 use crate::cgroup::{CgroupConfig, JobCgroup};
+use crate::oci;
 use crate::stepd::{self, StepPlan};
 use crate::users::{JobUser, JobUsers};
 use nix::sys::signal::{Signal, killpg};
@@ -53,6 +54,8 @@ pub struct RunnerConfig {
     pub stepd: PathBuf,
     /// Who jobs run as, when noded is root (users.rs).
     pub users: JobUsers,
+    /// The OCI runtime for `--container` jobs (crun); `None`: such jobs fail to launch.
+    pub oci_runtime: Option<PathBuf>,
 }
 
 impl RunnerConfig {
@@ -70,6 +73,7 @@ impl RunnerConfig {
             namespaces: false,
             stepd,
             users: JobUsers::default(),
+            oci_runtime: None,
         }
     }
 }
@@ -236,7 +240,9 @@ pub async fn run(
     fin.outputs = collect_outputs(&cfg, &l, &p);
     info!(job = l.job_id, exit = %fin.exit, cause = ?fin.cause, "ended");
     let _ = std::fs::remove_file(p.dir.join("script"));
-    let _ = std::fs::remove_dir_all(p.dir.join("tmp"));
+    for gone in ["tmp", "bundle", "crun", "rootfs", "rootfs.layers"] {
+        let _ = std::fs::remove_dir_all(p.dir.join(gone));
+    }
     // Every process of the job is gone: its uid may serve another job.
     drop(user);
     fin
@@ -335,7 +341,8 @@ fn start(
     } else {
         open_output(&p.stderr, l.open_append, l.uid, l.gid, mode)?
     };
-    let plan = StepPlan {
+    let env = with_login_defaults(l, &cfg.node_name);
+    let mut plan = StepPlan {
         node: cfg.node_name.clone(),
         state_dir: cfg.state_dir.clone(),
         job_dir: p.dir.clone(),
@@ -344,12 +351,16 @@ fn start(
         no_new_privs: user.is_some_and(|u| u.is_stranger(l.uid)),
         namespaces: cfg.namespaces,
         network: l.network,
-        command: std::iter::once(script.into_os_string())
+        container_rootfs: None,
+        command: std::iter::once(script.clone().into_os_string())
             .chain(l.args.iter().map(Into::into))
             .collect(),
     };
+    if let Some(bundle) = &l.container {
+        contain(cfg, l, p, &script, &env, &mut plan, Path::new(bundle))?;
+    }
     let (mut cmd, pipes) = stepd::command(&cfg.stepd, &plan)?;
-    cmd.envs(with_login_defaults(l, &cfg.node_name)).stdout(stdout).stderr(stderr);
+    cmd.envs(env).stdout(stdout).stderr(stderr);
     let mut child = {
         let _guard = SCRIPT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         cmd.spawn()?
@@ -364,6 +375,61 @@ fn start(
         return Err(std::io::Error::other(e.to_string()));
     }
     Ok((child, pipes.go()?))
+}
+
+/// Turns `plan` into running the job in its OCI bundle (oci.rs): the job's own config.json
+/// in JOB_DIR/bundle, the bundle's root filesystem overlaid by stepd, the runtime as the
+/// command. The runtime starts as root and drops to the job's user itself.
+fn contain(
+    cfg: &RunnerConfig,
+    l: &LaunchSpec,
+    p: &Paths,
+    script: &Path,
+    env: &[(String, String)],
+    plan: &mut StepPlan,
+    bundle: &Path,
+) -> std::io::Result<()> {
+    let other = std::io::Error::other;
+    let Some(runtime) = &cfg.oci_runtime else {
+        return Err(other("--container: this node has no OCI runtime (crun)"));
+    };
+    if !cfg.namespaces {
+        return Err(other("--container: this node runs jobs without namespaces"));
+    }
+    let (config, rootfs) = oci::read_bundle(bundle).map_err(std::io::Error::other)?;
+    let (uid, gid) = plan.user.unwrap_or((l.uid, l.gid));
+    let job = oci::JobInContainer {
+        script,
+        args: &l.args,
+        work_dir: &p.work_dir,
+        env,
+        uid,
+        gid,
+        hostname: &cfg.node_name,
+        rootfs: &p.dir.join("rootfs"),
+    };
+    let config = oci::job_config(config, &job)
+        .map_err(|e| std::io::Error::other(format!("container {}: {e}", bundle.display())))?;
+    let dir = p.dir.join("bundle");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("config.json"), serde_json::to_vec_pretty(&config)?)?;
+    plan.user = None;
+    plan.no_new_privs = false;
+    plan.container_rootfs = Some(rootfs);
+    plan.command = [
+        runtime.as_os_str(),
+        "--cgroup-manager=disabled".as_ref(),
+        "--root".as_ref(),
+        p.dir.join("crun").as_os_str(),
+        "run".as_ref(),
+        "--bundle".as_ref(),
+        dir.as_os_str(),
+        format!("chorus-{}-{}", l.job_id, l.attempt).as_ref(),
+    ]
+    .into_iter()
+    .map(Into::into)
+    .collect();
+    Ok(())
 }
 
 /// Slurm's environment plus what a login gives when `--export=NONE` left them out.

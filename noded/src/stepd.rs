@@ -66,6 +66,10 @@ pub struct StepPlan {
     pub namespaces: bool,
     #[arg(long, default_value_t = Network::Host)]
     pub network: Network,
+    /// `--container`: the bundle's root filesystem, overlaid at JOB_DIR/rootfs; the command
+    /// is then the OCI runtime, run as root (it drops to the job's user itself).
+    #[arg(long)]
+    pub container_rootfs: Option<PathBuf>,
     /// The script and its arguments.
     #[arg(last = true, required = true)]
     pub command: Vec<OsString>,
@@ -99,6 +103,9 @@ impl StepPlan {
         }
         if self.namespaces {
             a.push("--namespaces".into());
+        }
+        if let Some(r) = &self.container_rootfs {
+            a.extend(["--container-rootfs".into(), r.clone().into()]);
         }
         a.push("--".into());
         a.extend(self.command.iter().cloned());
@@ -176,6 +183,7 @@ pub fn probe(stepd: &Path, state_dir: &Path, node: &str) -> Result<(), String> {
         no_new_privs: true,
         namespaces: true,
         network: Network::Loopback,
+        container_rootfs: None,
         command: vec!["/bin/true".into()],
     };
     let run = || -> Result<(), String> {
@@ -220,7 +228,13 @@ pub fn main(plan: StepPlan) -> ! {
         work_dir: &plan.work_dir,
         hostname: &plan.node,
         network: plan.network,
+        container_rootfs: plan.container_rootfs.as_deref(),
     }) {
+        fail(&report, &e, 1)
+    }
+    if let Some(rootfs) = &plan.container_rootfs
+        && let Err(e) = isolation::container_root(rootfs, &plan.job_dir.join("rootfs"))
+    {
         fail(&report, &e, 1)
     }
     let (status_r, status_w) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
@@ -380,6 +394,7 @@ mod tests {
             no_new_privs: true,
             namespaces: true,
             network: Network::Loopback,
+            container_rootfs: Some("/home/u/bundle/rootfs".into()),
             command: vec![
                 "/var/lib/chorus/noded/jobs/5.0/script".into(),
                 "--".into(),
@@ -389,7 +404,13 @@ mod tests {
         let mut argv: Vec<OsString> = vec!["stepd".into()];
         argv.extend(plan.args());
         assert_eq!(StepPlan::try_parse_from(argv).unwrap(), plan);
-        let bare = StepPlan { user: None, no_new_privs: false, namespaces: false, ..plan };
+        let bare = StepPlan {
+            user: None,
+            no_new_privs: false,
+            namespaces: false,
+            container_rootfs: None,
+            ..plan
+        };
         let mut argv: Vec<OsString> = vec!["stepd".into()];
         argv.extend(bare.args());
         assert_eq!(StepPlan::try_parse_from(argv).unwrap(), bare);

@@ -315,3 +315,78 @@ async fn in_its_namespace_a_job_ends_with_its_own_status_and_hears_scancel() {
     assert_eq!(fin.exit, ExitStatus { code: 7, signal: 0 }, "{out}");
     assert!(out.starts_with("ready\n") && out.contains("cleaned up"), "{out}");
 }
+
+/// A bundle as a user would make one: a busybox root filesystem and the config.json of
+/// `crun spec`. `None` (and why) where crun or a static busybox is missing.
+fn busybox_bundle(dir: &Path) -> Result<std::path::PathBuf, String> {
+    let busybox = Path::new("/bin/busybox");
+    if !busybox.is_file() {
+        return Err("no /bin/busybox (Debian's busybox-static; scripts/deps.sh installs it)".into());
+    }
+    let bundle = dir.join("bundle");
+    let bin = bundle.join("rootfs/bin");
+    for d in ["rootfs/bin", "rootfs/proc", "rootfs/dev", "rootfs/sys", "rootfs/tmp", "rootfs/etc"] {
+        std::fs::create_dir_all(bundle.join(d)).unwrap();
+    }
+    std::fs::copy(busybox, bin.join("busybox")).unwrap();
+    let list = std::process::Command::new(busybox).arg("--list").output().unwrap();
+    for applet in String::from_utf8_lossy(&list.stdout).lines().filter(|a| *a != "busybox") {
+        std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
+    }
+    std::fs::write(bundle.join("rootfs/etc/os-release"), "ID=busybox-bundle\n").unwrap();
+    let spec = std::process::Command::new("crun").arg("spec").current_dir(&bundle).output();
+    match spec {
+        Ok(o) if o.status.success() => Ok(bundle),
+        Ok(o) => Err(format!("crun spec failed: {}", String::from_utf8_lossy(&o.stderr))),
+        Err(e) => Err(format!("no crun (scripts/deps.sh installs it): {e}")),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_runs_in_its_oci_bundle_as_its_user_in_its_cgroup() {
+    let dir = workdir();
+    let Some(cfg) = isolated(dir.path(), "n10") else { return };
+    let bundle = match busybox_bundle(dir.path()) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("SKIP containers: {e}");
+            return;
+        }
+    };
+    let Some((contained, _parent)) = contained(dir.path(), "oci", 256) else { return };
+    let cfg = Arc::new(RunnerConfig {
+        oci_runtime: Some("crun".into()),
+        cgroups: contained.cgroups.clone(),
+        ..(*cfg).clone()
+    });
+    let script = "cat /etc/os-release; test -e /usr/bin/apt || echo no-host-files\n\
+                  id -u; hostname; echo job $SLURM_JOB_ID in $(pwd)\n\
+                  echo x > /tmp/mark && echo tmp-ok; touch /bin/x 2>/dev/null || echo no-root-write\n\
+                  grep -c . /proc/self/cgroup >/dev/null && grep memory /proc/self/cgroup";
+    let mut l = launch(31, dir.path(), script, 1, 100);
+    l.env.push(("SLURM_JOB_ID".into(), "31".into()));
+    l.container = Some(bundle.display().to_string());
+    let fin = go(&cfg, l).await;
+    let out = output(dir.path(), 31);
+    assert_eq!(fin.exit, ExitStatus::default(), "{out}");
+    let parent = &cfg.cgroups.as_ref().unwrap().parent;
+    eprintln!("container job said:\n{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    let want = format!("job 31 in {}", dir.path().display());
+    assert_eq!(
+        lines[..7],
+        ["ID=busybox-bundle", "no-host-files", "5000", "n10", &want, "tmp-ok", "no-root-write"],
+        "the bundle's files, not the host's; the job's uid, hostname, environment and working \
+         directory; its private /tmp; the bundle's root not writable: {out}"
+    );
+    assert!(
+        lines[7].ends_with(&format!(":memory:/{parent}/job_31_0")),
+        "the container runs in the job's own cgroup: {out}"
+    );
+    let untouched = std::fs::read_dir(bundle.join("rootfs")).unwrap().count();
+    assert_eq!(untouched, 6, "nothing was written into the bundle");
+    let mut failing = launch(32, dir.path(), "exit 4", 1, 100);
+    failing.container = Some(bundle.display().to_string());
+    let failing = go(&cfg, failing).await;
+    assert_eq!(failing.exit, ExitStatus { code: 4, signal: 0 }, "the script's own exit code");
+}

@@ -199,7 +199,8 @@ fn build_spec(
     };
     let mut other = o.other.clone();
     if let Some(c) = &o.container {
-        other.insert("container".into(), c.clone());
+        // The bundle is opened on the node: a relative path is the submit directory's.
+        other.insert("container".into(), cwd.join(c).to_string_lossy().into_owned());
     }
     Ok(JobSpec {
         name: o.job_name.clone().unwrap_or(default_name),
