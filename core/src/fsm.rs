@@ -21,7 +21,7 @@ use crate::job::{
     ExitStatus, Hold, Job, JobId, JobSpec, JobState, NodeAlloc, OutputFile, PendingReason,
     StopCause, Usage,
 };
-use crate::node::{Node, NodeResources, NodeState};
+use crate::node::{Health, HealthChange, Node, NodeResources, NodeState};
 use crate::slurm::time::TimeLimit;
 use crate::state::{ClusterState, DepStatus};
 
@@ -89,6 +89,24 @@ pub enum Command {
         spec: Box<JobSpec>,
         now: u64,
     },
+    /// A node agent's health check result, from its agent process `session`: drains the node
+    /// when it is unhealthy, and lifts only a drain a health check set ([`node::health_change`]).
+    ///
+    /// [`node::health_change`]: crate::node::health_change
+    NodeHealth {
+        node: String,
+        session: u64,
+        health: Health,
+        now: u64,
+    },
+    /// A registration carrying the health check the agent ran before registering (as slurmd
+    /// does): a node that starts unhealthy is drained by the same command that registers it,
+    /// so no job can be placed on it in between.
+    RegisterNodeChecked {
+        reg: Box<NodeRegistration>,
+        health: Health,
+        now: u64,
+    },
 }
 
 /// A client's id for one submission, random (128 bits), reused when it retries.
@@ -108,7 +126,9 @@ impl Command {
             | Command::Update { now, .. }
             | Command::NodeDown { now, .. }
             | Command::SetNodeState { now, .. }
-            | Command::SubmitOnce { now, .. } => *now,
+            | Command::SubmitOnce { now, .. }
+            | Command::NodeHealth { now, .. }
+            | Command::RegisterNodeChecked { now, .. } => *now,
         }
     }
 }
@@ -227,6 +247,8 @@ pub enum Rejected {
     StaleReport { job: JobId, node: String },
     #[error("Invalid job array specification")]
     Array,
+    #[error("node {0} spoke from an agent process it no longer runs")]
+    StaleSession(String),
 }
 
 /// Applies one committed command. Either changes the state as a whole or returns why not.
@@ -250,6 +272,15 @@ pub fn apply(state: &mut ClusterState, cmd: Command) -> Result<Applied, Rejected
             n.reason_set_by = reason.as_ref().map(|_| (user, now));
             n.reason = reason;
             Ok(Applied::Nothing)
+        }
+        Command::NodeHealth { node, session, health, now } => {
+            node_health(state, &node, session, &health, now)
+        }
+        Command::RegisterNodeChecked { reg, health, now } => {
+            let (name, session) = (reg.name.clone(), reg.session);
+            let applied = register_node(state, *reg, now)?;
+            node_health(state, &name, session, &health, now)?;
+            Ok(applied)
         }
     }
 }
@@ -787,4 +818,33 @@ fn node_down(
         finish(state, *id, JobState::NodeFail, ExitStatus::default(), now);
     }
     Ok(Applied::Changed(lost))
+}
+
+/// Applies a node's health check result. The user named as having set the reason is `root`:
+/// NHC drains a Slurm node through `scontrol` as root, and `sinfo -R` shows that.
+fn node_health(
+    state: &mut ClusterState,
+    name: &str,
+    session: u64,
+    health: &Health,
+    now: u64,
+) -> Result<Applied, Rejected> {
+    let node = state.nodes.get_mut(name).ok_or_else(|| Rejected::UnknownNode(name.into()))?;
+    if node.session != session {
+        return Err(Rejected::StaleSession(name.into()));
+    }
+    match crate::node::health_change(node, health) {
+        Some(HealthChange::Drain(reason)) => {
+            node.state = NodeState::Drain;
+            node.reason = Some(reason);
+            node.reason_set_by = Some(("root".into(), now));
+        }
+        Some(HealthChange::Resume) => {
+            node.state = NodeState::Up;
+            node.reason = None;
+            node.reason_set_by = None;
+        }
+        None => {}
+    }
+    Ok(Applied::Nothing)
 }

@@ -88,6 +88,12 @@ impl Node {
         self.state == NodeState::Up
     }
 
+    /// Drained by a health check (its reason carries [`HEALTH_REASON_PREFIX`]), not by hand.
+    pub fn drained_by_health(&self) -> bool {
+        self.state == NodeState::Drain
+            && self.reason.as_deref().is_some_and(|r| r.starts_with(HEALTH_REASON_PREFIX))
+    }
+
     /// Slurm's node state name, derived from health and allocation (`idle`, `mixed`,
     /// `allocated`, `down`, `drained`, `draining`).
     pub fn slurm_state(&self) -> SlurmNodeState {
@@ -100,6 +106,71 @@ impl Node {
             NodeState::Up if full => SlurmNodeState::Allocated,
             NodeState::Up if busy => SlurmNodeState::Mixed,
             NodeState::Up => SlurmNodeState::Idle,
+        }
+    }
+}
+
+/// What a node agent's health check found (Slurm's `HealthCheckProgram` and Chorus's built-in
+/// checks): healthy, or the problem in one line a person can read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Health {
+    Healthy,
+    Unhealthy(String),
+}
+
+/// A drain reason set by a health check starts with this, as LBNL NHC's do: only such a drain
+/// is lifted when the node is healthy again; an operator's drain is never undone.
+pub const HEALTH_REASON_PREFIX: &str = "NHC: ";
+
+/// The longest problem text a node may send, in bytes.
+pub const MAX_HEALTH_PROBLEM: usize = 256;
+
+/// Whether `problem` may become a node's reason: 1 to [`MAX_HEALTH_PROBLEM`] bytes, one line,
+/// no control characters (it is printed by `sinfo` and `scontrol` as it is).
+pub fn check_health_problem(problem: &str) -> Result<(), &'static str> {
+    if problem.trim().is_empty() {
+        Err("an unhealthy node must say why")
+    } else if problem.len() > MAX_HEALTH_PROBLEM {
+        Err("at most 256 bytes")
+    } else if problem.chars().any(char::is_control) {
+        Err("one line without control characters")
+    } else {
+        Ok(())
+    }
+}
+
+/// What a health result does to a node, decided from the node alone (the state machine applies
+/// it; the controller asks first so that an unchanged result costs no log entry).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealthChange {
+    /// Drain it (or re-word a health drain) with this reason.
+    Drain(String),
+    /// Lift the drain a health check set.
+    Resume,
+}
+
+/// The health-check rules, as NHC applies them:
+///
+/// | node                         | unhealthy               | healthy |
+/// |------------------------------|-------------------------|---------|
+/// | up                           | drain, `NHC: <problem>` | —       |
+/// | drained by a health check    | re-word if it changed   | resume  |
+/// | drained by an operator       | —                       | —       |
+/// | down                         | —                       | —       |
+///
+/// A DOWN node is not answering: it registers again before anything it says counts.
+pub fn health_change(node: &Node, health: &Health) -> Option<HealthChange> {
+    match (node.state, health) {
+        (NodeState::Down, _) => None,
+        (NodeState::Up, Health::Healthy) => None,
+        (NodeState::Up, Health::Unhealthy(p)) => {
+            Some(HealthChange::Drain(format!("{HEALTH_REASON_PREFIX}{p}")))
+        }
+        (NodeState::Drain, _) if !node.drained_by_health() => None,
+        (NodeState::Drain, Health::Healthy) => Some(HealthChange::Resume),
+        (NodeState::Drain, Health::Unhealthy(p)) => {
+            let reason = format!("{HEALTH_REASON_PREFIX}{p}");
+            (node.reason.as_deref() != Some(reason.as_str())).then_some(HealthChange::Drain(reason))
         }
     }
 }
@@ -144,5 +215,65 @@ impl SlurmNodeState {
 impl fmt::Display for SlurmNodeState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(state: NodeState, reason: Option<&str>) -> Node {
+        Node {
+            name: "n1".into(),
+            addr: String::new(),
+            hostname: "n1".into(),
+            resources: NodeResources { cpus: 2, mem_mb: 1000, gpus: vec![] },
+            state,
+            reason: reason.map(String::from),
+            reason_set_by: reason.map(|_| ("root".into(), 1)),
+            alloc_cpus: 0,
+            alloc_mem_mb: 0,
+            alloc_gpus: vec![],
+            boot_time: 0,
+            registered_at: 0,
+            incarnation: 1,
+            session: 0,
+            version: String::new(),
+            os: String::new(),
+        }
+    }
+
+    #[test]
+    fn health_change_follows_nhc_rules() {
+        use HealthChange::*;
+        let sick = Health::Unhealthy("ib0 down".into());
+        let well = Health::Healthy;
+        let drain = |r: &str| Some(Drain(r.into()));
+        let cases = [
+            (node(NodeState::Up, None), &sick, drain("NHC: ib0 down")),
+            (node(NodeState::Up, None), &well, None),
+            (node(NodeState::Drain, Some("NHC: ib0 down")), &sick, None),
+            (node(NodeState::Drain, Some("NHC: no /scratch")), &sick, drain("NHC: ib0 down")),
+            (node(NodeState::Drain, Some("NHC: ib0 down")), &well, Some(Resume)),
+            (node(NodeState::Drain, Some("maintenance")), &sick, None),
+            (node(NodeState::Drain, Some("maintenance")), &well, None),
+            (node(NodeState::Drain, None), &well, None),
+            (node(NodeState::Down, Some("Not responding")), &sick, None),
+            (node(NodeState::Down, Some("NHC: ib0 down")), &well, None),
+        ];
+        for (n, h, want) in cases {
+            assert_eq!(health_change(&n, h), want, "{:?} {:?} {h:?}", n.state, n.reason);
+        }
+    }
+
+    #[test]
+    fn a_health_problem_is_one_short_line() {
+        assert!(check_health_problem("low disk: /var 5 MB").is_ok());
+        assert!(check_health_problem("").is_err());
+        assert!(check_health_problem("  ").is_err());
+        assert!(check_health_problem("two\nlines").is_err());
+        assert!(check_health_problem("bell\u{7}").is_err());
+        assert!(check_health_problem(&"x".repeat(MAX_HEALTH_PROBLEM)).is_ok());
+        assert!(check_health_problem(&"x".repeat(MAX_HEALTH_PROBLEM + 1)).is_err());
     }
 }

@@ -2,7 +2,7 @@
 
 use chorus_core::fsm::{self, Applied, Command, EndCause, JobReport, NodeRegistration, Rejected};
 use chorus_core::job::{ExitStatus, JobSpec, JobState, PendingReason, Usage};
-use chorus_core::node::NodeResources;
+use chorus_core::node::{Health, NodeResources, NodeState};
 use chorus_core::plugin::Scheduler as _;
 use chorus_core::slurm::array::parse_array_spec;
 use chorus_core::slurm::dependency::parse_dependency;
@@ -345,4 +345,115 @@ fn an_agent_reconnecting_keeps_jobs_it_was_never_sent() {
     }
     assert_eq!(st.jobs[&undelivered].state, JobState::Running);
     assert_eq!(st.nodes["node1"].alloc_cpus, 2, "both jobs still hold their CPUs");
+}
+
+fn health(session: u64, problem: Option<&str>, now: u64) -> Command {
+    Command::NodeHealth {
+        node: "node1".into(),
+        session,
+        health: match problem {
+            Some(p) => Health::Unhealthy(p.into()),
+            None => Health::Healthy,
+        },
+        now,
+    }
+}
+
+fn drain_by_operator(st: &mut ClusterState, reason: &str, now: u64) {
+    let cmd = Command::SetNodeState {
+        node: "node1".into(),
+        state: NodeState::Drain,
+        reason: Some(reason.into()),
+        user: "admin".into(),
+        now,
+    };
+    fsm::apply(st, cmd).unwrap();
+}
+
+#[test]
+fn a_failing_health_check_drains_the_node_as_root_and_no_job_starts_there() {
+    let mut st = cluster();
+    fsm::apply(&mut st, health(0, Some("low disk: /var has 5 MB free"), 20)).unwrap();
+    let n = &st.nodes["node1"];
+    assert_eq!(n.state, NodeState::Drain);
+    assert_eq!(n.reason.as_deref(), Some("NHC: low disk: /var has 5 MB free"));
+    assert_eq!(n.reason_set_by, Some(("root".into(), 20)));
+    assert!(n.drained_by_health());
+    let id = submit(&mut st, spec())[0];
+    schedule(&mut st, 30);
+    assert_eq!(st.jobs[&id].state, JobState::Pending, "a drained node takes no new job");
+    // The same problem again changes nothing, not even the time the reason was set.
+    fsm::apply(&mut st, health(0, Some("low disk: /var has 5 MB free"), 40)).unwrap();
+    assert_eq!(st.nodes["node1"].reason_set_by, Some(("root".into(), 20)));
+    // Another problem re-words the reason.
+    fsm::apply(&mut st, health(0, Some("GPU count 3, registered 4"), 50)).unwrap();
+    assert_eq!(st.nodes["node1"].reason.as_deref(), Some("NHC: GPU count 3, registered 4"));
+}
+
+#[test]
+fn healthy_again_resumes_only_a_drain_the_health_check_set() {
+    let mut st = cluster();
+    fsm::apply(&mut st, health(0, Some("ib0 down"), 20)).unwrap();
+    fsm::apply(&mut st, health(0, None, 30)).unwrap();
+    let n = &st.nodes["node1"];
+    assert_eq!((n.state, &n.reason, &n.reason_set_by), (NodeState::Up, &None, &None));
+    let id = submit(&mut st, spec())[0];
+    schedule(&mut st, 35);
+    assert_eq!(st.jobs[&id].state, JobState::Running, "the resumed node takes work again");
+
+    // An operator's drain is never undone by a health check, nor re-worded by one.
+    drain_by_operator(&mut st, "maintenance", 40);
+    fsm::apply(&mut st, health(0, None, 50)).unwrap();
+    fsm::apply(&mut st, health(0, Some("ib0 down"), 60)).unwrap();
+    fsm::apply(&mut st, health(0, None, 70)).unwrap();
+    let n = &st.nodes["node1"];
+    assert_eq!(n.state, NodeState::Drain);
+    assert_eq!(n.reason.as_deref(), Some("maintenance"));
+    assert_eq!(n.reason_set_by, Some(("admin".into(), 40)));
+
+    // An operator who re-words a health drain takes it over: it stays.
+    let mut st = cluster();
+    fsm::apply(&mut st, health(0, Some("ib0 down"), 20)).unwrap();
+    drain_by_operator(&mut st, "replacing the HCA", 25);
+    fsm::apply(&mut st, health(0, None, 30)).unwrap();
+    assert_eq!(st.nodes["node1"].state, NodeState::Drain);
+}
+
+#[test]
+fn a_health_report_from_another_agent_process_or_for_a_down_node_changes_nothing() {
+    let mut st = cluster();
+    assert_eq!(
+        fsm::apply(&mut st, health(7, Some("ib0 down"), 20)),
+        Err(Rejected::StaleSession("node1".into()))
+    );
+    assert_eq!(st.nodes["node1"].state, NodeState::Up);
+    let down = Command::NodeDown { node: "node1".into(), reason: "Not responding".into(), now: 30 };
+    fsm::apply(&mut st, down).unwrap();
+    fsm::apply(&mut st, health(0, Some("ib0 down"), 40)).unwrap();
+    assert_eq!(st.nodes["node1"].state, NodeState::Down);
+    assert_eq!(st.nodes["node1"].reason.as_deref(), Some("Not responding"));
+    let unknown =
+        Command::NodeHealth { node: "node9".into(), session: 0, health: Health::Healthy, now: 50 };
+    assert_eq!(fsm::apply(&mut st, unknown), Err(Rejected::UnknownNode("node9".into())));
+}
+
+#[test]
+fn a_node_that_registers_unhealthy_is_drained_by_its_registration() {
+    let checked = |session, health| {
+        let Command::RegisterNode { reg, now } = reg_session("node1", vec![], session) else {
+            unreachable!()
+        };
+        Command::RegisterNodeChecked { reg, health, now }
+    };
+    let mut st = ClusterState::new(ClusterConfig::default());
+    fsm::apply(&mut st, checked(1, Health::Unhealthy("no /scratch".into()))).unwrap();
+    assert_eq!(st.nodes["node1"].state, NodeState::Drain, "never UP in between");
+    assert_eq!(st.nodes["node1"].reason.as_deref(), Some("NHC: no /scratch"));
+    // A registration without a result (an agent that checks nothing) keeps the drain ...
+    fsm::apply(&mut st, reg_session("node1", vec![], 2)).unwrap();
+    assert!(st.nodes["node1"].drained_by_health());
+    // ... and a restarted agent that finds the node healthy resumes it.
+    fsm::apply(&mut st, checked(3, Health::Healthy)).unwrap();
+    assert_eq!(st.nodes["node1"].state, NodeState::Up);
+    assert_eq!(st.nodes["node1"].session, 3);
 }

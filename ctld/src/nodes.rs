@@ -9,14 +9,19 @@
 //!   noded ◀─Assignments stream── desired set: running jobs of this node (+ stop flags, signals),
 //!                                re-sent whole whenever the applied index moves
 //!   noded ──Report────▶ propose JobEnded (+ output bytes as blobs)
+//!   noded ──Health────▶ session check ──▶ node::health_change: nothing to do ──▶ done
+//!                                          drain / resume ──▶ propose NodeHealth
 //! ```
+//!
+//! A registration carrying the agent's first health check proposes `RegisterNodeChecked`:
+//! registering and draining are one command, so no job lands on a node that started sick.
 
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chorus_core::fsm::{Command, NodeRegistration};
+use chorus_core::fsm::Command;
 use chorus_core::job::{JobId, JobInputs};
 use chorus_core::launch;
 use chorus_core::node::NodeState;
@@ -40,7 +45,14 @@ pub struct NodeHub {
     /// When this controller last became leader: a new leader gives every node a full
     /// timeout from then before it may mark it DOWN (no false alarms after a failover).
     since: Mutex<Instant>,
+    /// When each node last had its health change the state: a node flapping faster than
+    /// `health_gap` is told to try again rather than filling the log.
+    health_changed: Mutex<HashMap<String, Instant>>,
+    health_gap: Duration,
 }
+
+/// The least time between two state changes a node's health reports may cause.
+pub const HEALTH_CHANGE_GAP: Duration = Duration::from_secs(1);
 
 impl NodeHub {
     pub fn new() -> Self {
@@ -49,6 +61,26 @@ impl NodeHub {
             signals: Mutex::new(HashMap::new()),
             wake: Mutex::new(HashMap::new()),
             since: Mutex::new(Instant::now()),
+            health_changed: Mutex::new(HashMap::new()),
+            health_gap: HEALTH_CHANGE_GAP,
+        }
+    }
+
+    /// A hub that lets a node's health change the state at most once per `gap`.
+    pub fn with_health_gap(gap: Duration) -> Self {
+        Self { health_gap: gap, ..Self::new() }
+    }
+
+    /// Whether `node`'s health may change the state now (and, if so, records that it does).
+    fn health_may_change(&self, node: &str) -> bool {
+        let mut m = self.health_changed.lock().expect("lock");
+        let now = Instant::now();
+        match m.get(node) {
+            Some(t) if now.duration_since(*t) < self.health_gap => false,
+            _ => {
+                m.insert(node.to_owned(), now);
+                true
+            }
         }
     }
 
@@ -110,14 +142,18 @@ impl NodeService for NodeApi {
         req: Request<pn::RegisterRequest>,
     ) -> Result<Response<pn::RegisterReply>, Status> {
         leader_only(&self.replica)?;
-        let reg: NodeRegistration = req.into_inner().try_into().map_err(wire)?;
+        let (reg, health): chorus_proto::CheckedRegistration =
+            req.into_inner().try_into().map_err(wire)?;
         let name = reg.name.clone();
-        let applied = self
-            .replica
-            .propose(Command::RegisterNode { reg: Box::new(reg), now: (self.clock)() }, vec![])
-            .await
-            .map_err(|e| status_of(&self.replica, e))?;
-        info!(node = %name, ?applied, "node registered");
+        let (reg, now) = (Box::new(reg), (self.clock)());
+        let cmd = match health {
+            Some(health) => Command::RegisterNodeChecked { reg, health, now },
+            None => Command::RegisterNode { reg, now },
+        };
+        let applied =
+            self.replica.propose(cmd, vec![]).await.map_err(|e| status_of(&self.replica, e))?;
+        let reason = self.replica.read(|st| st.nodes.get(&name).and_then(|n| n.reason.clone()));
+        info!(node = %name, ?applied, reason, "node registered");
         self.hub.seen(&name);
         let (cluster_name, kill_wait_secs) =
             self.replica.read(|st| (st.config.cluster_name.clone(), st.config.kill_wait_secs));
@@ -136,6 +172,46 @@ impl NodeService for NodeApi {
             self.hub.seen(&name);
         }
         Ok(Response::new(pn::HeartbeatReply { known }))
+    }
+
+    async fn health(
+        &self,
+        req: Request<pn::HealthRequest>,
+    ) -> Result<Response<pn::HealthReply>, Status> {
+        leader_only(&self.replica)?;
+        let r: chorus_proto::HealthReport = req.into_inner().try_into().map_err(wire)?;
+        // Only the node's current agent speaks for it: the session it registered with. Whether
+        // the name is its own awaits node identities (TLS, issue 6), as for every node call.
+        let change = self.replica.read(|st| match st.nodes.get(&r.node) {
+            None => Err(None),
+            Some(n) if n.state == NodeState::Down => Err(None),
+            Some(n) if n.session != r.session => Err(Some(Status::failed_precondition(format!(
+                "node {} is registered by another agent process",
+                r.node
+            )))),
+            Some(n) => Ok(chorus_core::node::health_change(n, &r.health)),
+        });
+        let change = match change {
+            Ok(c) => c,
+            Err(None) => return Ok(Response::new(pn::HealthReply { known: false })),
+            Err(Some(status)) => return Err(status),
+        };
+        self.hub.seen(&r.node);
+        let Some(change) = change else {
+            return Ok(Response::new(pn::HealthReply { known: true }));
+        };
+        if !self.hub.health_may_change(&r.node) {
+            return Err(Status::resource_exhausted("health changes too often: try again later"));
+        }
+        info!(node = %r.node, ?change, "health check changes the node's state");
+        let cmd = Command::NodeHealth {
+            node: r.node,
+            session: r.session,
+            health: r.health,
+            now: (self.clock)(),
+        };
+        self.replica.propose(cmd, vec![]).await.map_err(|e| status_of(&self.replica, e))?;
+        Ok(Response::new(pn::HealthReply { known: true }))
     }
 
     type AssignmentsStream = AssignStream;

@@ -269,3 +269,68 @@ async fn a_new_leader_marks_no_node_down_before_a_full_timeout() {
     }
     assert!(elected.elapsed() >= TIMEOUT, "marked DOWN before a full timeout from the election");
 }
+
+/// The node API's health call: only the node's current agent speaks for it, a bad reason is
+/// refused at the boundary, an unchanged result costs no log entry, and a node flapping
+/// faster than the hub's gap is told to try again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_health_report_drains_and_resumes_its_own_node_only() {
+    use std::sync::Arc;
+
+    use chorus_core::fsm::NodeRegistration;
+    use chorus_core::node::{NodeResources, NodeState};
+    use chorus_ctld::nodes::{NodeApi, NodeHub};
+    use chorus_proto::node::{self as pn, node_service_server::NodeService};
+    use tonic::{Code, Request};
+
+    let dir = tempfile::tempdir().unwrap();
+    let (store, h, _thread) = open(dir.path(), ReplicaConfig::default());
+    let reg = NodeRegistration {
+        name: "node1".into(),
+        addr: String::new(),
+        hostname: "node1".into(),
+        resources: NodeResources { cpus: 2, mem_mb: 1000, gpus: vec![] },
+        boot_time: 0,
+        version: "t".into(),
+        os: "linux".into(),
+        running: vec![],
+        session: 1,
+    };
+    h.propose(Command::RegisterNode { reg: Box::new(reg), now: 1 }, vec![]).await.unwrap();
+    let api = |gap| NodeApi {
+        replica: h.clone(),
+        store: store.clone(),
+        hub: Arc::new(NodeHub::with_health_gap(gap)),
+        clock: || 5,
+    };
+    let api_slow = api(std::time::Duration::from_secs(3600));
+    let report = |name: &str, session, problem: &str| {
+        Request::new(pn::HealthRequest {
+            name: name.into(),
+            session,
+            health: Some(pn::Health { problem: problem.into() }),
+        })
+    };
+    let node = || h.read(|st| st.nodes["node1"].clone());
+
+    let e = api_slow.health(report("node1", 2, "ib0 down")).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "another agent process: {e:?}");
+    let e = api_slow.health(report("node1", 1, "two\nlines")).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert_eq!(node().state, NodeState::Up);
+    let r = api_slow.health(report("node9", 1, "")).await.unwrap().into_inner();
+    assert!(!r.known, "an unknown node is told so");
+
+    let applied = h.status().applied;
+    assert!(api_slow.health(report("node1", 1, "")).await.unwrap().into_inner().known);
+    assert_eq!(h.status().applied, applied, "healthy and up: nothing proposed");
+
+    api_slow.health(report("node1", 1, "ib0 down")).await.unwrap();
+    assert_eq!((node().state, node().reason), (NodeState::Drain, Some("NHC: ib0 down".into())));
+    let e = api_slow.health(report("node1", 1, "")).await.unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted, "a flap within the gap waits");
+    assert_eq!(node().state, NodeState::Drain);
+    // Past the gap (a hub with none), the healthy node is resumed.
+    api(std::time::Duration::ZERO).health(report("node1", 1, "")).await.unwrap();
+    assert_eq!((node().state, node().reason), (NodeState::Up, None));
+}

@@ -57,6 +57,8 @@ pub struct ClusterOpts {
     pub snapshot_every: Option<u64>,
     /// Seconds of silence before a node is marked DOWN (`None`: the default, 60).
     pub node_timeout: Option<u64>,
+    /// Extra arguments for every `noded` (`chorus up --noded-arg`).
+    pub noded_args: Vec<String>,
 }
 
 impl Default for ClusterOpts {
@@ -70,6 +72,7 @@ impl Default for ClusterOpts {
             controllers: 1,
             snapshot_every: None,
             node_timeout: None,
+            noded_args: vec![],
         }
     }
 }
@@ -102,6 +105,9 @@ impl Cluster {
         }
         if let Some(t) = o.node_timeout {
             cmd.args(["--node-timeout", &t.to_string()]);
+        }
+        for arg in &o.noded_args {
+            cmd.arg(format!("--noded-arg={arg}"));
         }
         let mut child =
             cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("start chorus up");

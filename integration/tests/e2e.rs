@@ -534,3 +534,89 @@ fn a_job_over_its_memory_ends_out_of_memory_in_sacct() {
     let text = std::fs::read_to_string(c.work().join(format!("slurm-{id}.out"))).unwrap();
     assert!(text.contains(&format!("oom-kill event(s) in StepId={id}.batch")), "{text}");
 }
+
+/// `(node, short state)` of every node, from `sinfo -N`.
+fn node_states(c: &Cluster) -> Vec<(String, String)> {
+    let out = stdout(&c.run("sinfo", &["-h", "-N", "-o", "%N %t"]));
+    out.lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(n, s)| (n.to_owned(), s.trim().to_owned()))
+        .collect()
+}
+
+/// Waits (up to `timeout`) until `ok` holds for `what` produces; panics with the last value.
+fn wait_until<T: std::fmt::Debug>(
+    timeout: Duration,
+    mut what: impl FnMut() -> T,
+    ok: impl Fn(&T) -> bool,
+) -> T {
+    let start = std::time::Instant::now();
+    loop {
+        let v = what();
+        if ok(&v) {
+            return v;
+        }
+        assert!(start.elapsed() < timeout, "still {v:?} after {timeout:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn health_check_program_failing_drains_the_node_and_passing_resumes_it() {
+    // The program fails on a node while a flag file named after it exists, and says why.
+    let hc = tempfile::tempdir().unwrap();
+    let flags = hc.path().to_owned();
+    let prog = script(
+        &flags,
+        "healthcheck.sh",
+        &format!(
+            "#!/bin/sh\nf={}/\"$SLURMD_NODENAME\".bad\nif [ -e \"$f\" ]; then cat \"$f\"; exit 1; fi\nexit 0\n",
+            flags.display()
+        ),
+    );
+    let c = Cluster::start(ClusterOpts {
+        nodes: 2,
+        node_cpus: 2,
+        noded_args: vec![
+            format!("--health-check-program={}", prog.display()),
+            "--health-check-interval=1".into(),
+        ],
+        ..Default::default()
+    });
+    std::fs::write(flags.join("node1.bad"), "bad flag\n").unwrap();
+
+    // sinfo -R: the reason, NHC-style, set by root, on node1 only.
+    let reasons = wait_until(
+        MIN,
+        || stdout(&c.run("sinfo", &["-R"])),
+        |out| out.lines().any(|l| l.starts_with("NHC: bad flag")),
+    );
+    let line = reasons.lines().find(|l| l.starts_with("NHC: bad flag")).unwrap().to_owned();
+    let cols: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(cols[cols.len() - 3], "root", "{reasons}");
+    assert_eq!(cols.last(), Some(&"node1"), "{reasons}");
+    assert!(reasons.starts_with("REASON"), "{reasons}");
+    let states = node_states(&c);
+    assert!(states.contains(&("node1".into(), "drain".into())), "{states:?}");
+    assert!(states.contains(&("node2".into(), "idle".into())), "{states:?}");
+
+    // No new job goes to the drained node: four jobs, all on node2 (two at a time).
+    let jobs: Vec<u32> = (0..4).map(|_| c.submit(&["--wrap", "sleep 1"])).collect();
+    for id in &jobs {
+        assert_eq!(c.wait_done(&id.to_string(), 2 * MIN), "COMPLETED");
+        assert_eq!(c.field(&id.to_string(), "NodeList"), "node2", "job {id}");
+    }
+
+    // An operator's drain is the operator's: health checks passing never lift it.
+    let o = c.run("scontrol", &["update", "NodeName=node2", "State=DRAIN", "Reason=maintenance"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    // Healthy again: node1 resumes by itself and takes work.
+    std::fs::remove_file(flags.join("node1.bad")).unwrap();
+    wait_until(MIN, || node_states(&c), |s| s.contains(&("node1".into(), "idle".into())));
+    let after = c.submit(&["--wrap", "true"]);
+    assert_eq!(c.wait_done(&after.to_string(), MIN), "COMPLETED");
+    assert_eq!(c.field(&after.to_string(), "NodeList"), "node1");
+    let reasons = stdout(&c.run("sinfo", &["-R", "-h", "-o", "%E|%N"]));
+    assert_eq!(reasons.trim(), "maintenance|node2", "node2 kept its operator's drain");
+}

@@ -6,18 +6,23 @@
 //! controller of the group and follows the leader ([`Controllers`]): when the leader changes,
 //! its assignment stream ends, and the agent registers with the new leader as a reconnect
 //! (same session), which keeps every job it was given.
+//!
+//! Health checks (health.rs) run once before the first registration, whose request carries
+//! the result, and then every interval in a task of their own that sends each result.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chorus_core::launch::LaunchSpec;
+use chorus_core::node::Health;
 use chorus_proto::leader::Controllers;
 use chorus_proto::node::{self as pn, node_service_client::NodeServiceClient};
 use nix::sys::signal::Signal;
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
+use crate::health::{Checker, Finding, HealthConfig};
 use crate::inventory::GpuInventory;
 use crate::runner::{self, Finished, ProcessGroup, RunnerConfig};
 
@@ -27,9 +32,10 @@ pub struct AgentConfig {
     pub controllers: Vec<String>,
     pub cpus: u32,
     pub mem_mb: u64,
-    pub gpus: Box<dyn GpuInventory>,
+    pub gpus: Arc<dyn GpuInventory>,
     pub heartbeat: Duration,
     pub runner: RunnerConfig,
+    pub health: HealthConfig,
 }
 
 type Key = (u32, u32);
@@ -94,6 +100,23 @@ pub async fn run(cfg: AgentConfig, shutdown: impl std::future::Future<Output = (
     let session: u64 = rand::random();
     info!(node = %cfg.name, cpus = cfg.cpus, mem_mb = cfg.mem_mb, gpus = gpus.len(), inventory = cfg.gpus.name(), "node agent starting");
 
+    // As slurmd does, check health before registering: a node that starts sick registers
+    // drained. Every registration carries the latest result.
+    let checker = Arc::new(Checker::new(cfg.health.clone(), Arc::clone(&cfg.gpus), gpus.len()));
+    tokio::pin!(shutdown);
+    let first = tokio::select! {
+        first = checker.run() => first,
+        _ = &mut shutdown => {
+            info!("node agent stopping");
+            return;
+        }
+    };
+    log_health(None, &first);
+    let health = Arc::new(Mutex::new(first.0));
+    let health_task = (!cfg.health.interval.is_zero()).then(|| {
+        tokio::spawn(health_loop(Arc::clone(&cfg), checker, Arc::clone(&health), session))
+    });
+
     // Reports go out in their own task, retried until the controller takes them.
     let reporter = {
         let cfg = Arc::clone(&cfg);
@@ -149,6 +172,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl std::future::Future<Output = (
                 os: os_string(),
                 running,
                 session,
+                health: Some((&*health.lock().expect("lock")).into()),
             };
             match node_rpc!(ctl, PATIENCE, register, reg) {
                 Ok(r) => {
@@ -177,9 +201,69 @@ pub async fn run(cfg: AgentConfig, shutdown: impl std::future::Future<Output = (
     };
     tokio::select! {
         _ = session => {},
-        _ = shutdown => info!("node agent stopping"),
+        _ = &mut shutdown => info!("node agent stopping"),
     }
     reporter.abort();
+    if let Some(t) = health_task {
+        t.abort();
+    }
+}
+
+/// Checks health every interval and sends each result, retrying until the controller takes it
+/// or the next check is due (which sends its own).
+async fn health_loop(
+    cfg: Arc<AgentConfig>,
+    checker: Arc<Checker>,
+    latest: Arc<Mutex<Health>>,
+    session: u64,
+) {
+    let mut ctl = Controllers::new(&cfg.controllers);
+    let interval = cfg.health.interval;
+    loop {
+        tokio::time::sleep(interval).await;
+        let (health, found) = checker.run().await;
+        let before = std::mem::replace(&mut *latest.lock().expect("lock"), health.clone());
+        log_health(Some(&before), &(health.clone(), found));
+        let req =
+            pn::HealthRequest { name: cfg.name.clone(), session, health: Some((&health).into()) };
+        let give_up = tokio::time::Instant::now() + interval;
+        loop {
+            match node_rpc!(ctl, PATIENCE, health, req.clone()) {
+                Ok(r) if r.known => break,
+                // Not registered (yet, or again): the registration under way carries a result
+                // that may be older than this one.
+                Ok(_) if tokio::time::Instant::now() + Duration::from_secs(1) < give_up => {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Ok(_) => break,
+                Err(e) if tokio::time::Instant::now() + Duration::from_secs(1) < give_up => {
+                    warn!(error = %e, "health report not delivered, retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(e) => {
+                    warn!(error = %e, "health report not delivered; the next check sends again");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Logs a health result when it differs from the one before (`None`: the first).
+fn log_health(before: Option<&Health>, (now, found): &(Health, Vec<Finding>)) {
+    if before == Some(now) {
+        return;
+    }
+    match now {
+        Health::Healthy => info!("health checks pass"),
+        Health::Unhealthy(reason) => {
+            let failed: Vec<String> = found
+                .iter()
+                .filter_map(|f| f.problem.as_ref().map(|p| format!("{:?}: {p}", f.check)))
+                .collect();
+            warn!(%reason, ?failed, "health check failed: the controller drains this node");
+        }
+    }
 }
 
 /// Follows one assignment stream until it breaks or the controller forgets this node.

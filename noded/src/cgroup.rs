@@ -148,6 +148,13 @@ impl JobCgroup {
     /// Kills whatever is still in the group (background processes the script left) and
     /// removes it.
     pub fn finish(self) {
+        if let Err(e) = self.remove() {
+            tracing::warn!(error = %e, "cgroup left behind");
+        }
+    }
+
+    /// [`finish`](Self::finish), saying whether the group is gone.
+    fn remove(self) -> Result<(), CgroupError> {
         for _ in 0..100 {
             let procs = self.cg.procs();
             if procs.is_empty() {
@@ -159,18 +166,23 @@ impl JobCgroup {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+        let mut last = None;
         for _ in 0..50 {
-            if self.cg.delete().is_ok() {
-                return;
+            match self.cg.delete() {
+                Ok(()) => return Ok(()),
+                Err(e) => last = Some(e),
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        tracing::warn!(cgroup = %self.path, "cgroup not removed: processes still in it");
+        Err(match last {
+            Some(source) => CgroupError::Cgroups { path: self.path, source },
+            None => CgroupError::Unusable { path: self.path, why: "not removed".into() },
+        })
     }
 }
 
-/// Whether jobs can be put in cgroups here: checked once at start by creating and removing
-/// a probe group under `parent`.
+/// Whether jobs can be put in cgroups here: a probe group under `parent` can be created with a
+/// job's limits and removed again. Checked at start, and by every health check (health.rs).
 pub fn probe(cfg: &CgroupConfig) -> Result<&'static str, CgroupError> {
     if !nix::unistd::geteuid().is_root() {
         return Err(CgroupError::Unusable {
@@ -180,7 +192,7 @@ pub fn probe(cfg: &CgroupConfig) -> Result<&'static str, CgroupError> {
     }
     let g = JobCgroup::create(cfg, 0, 0, 1, 16, &[])?;
     let v2 = g.cg.v2();
-    g.finish();
+    g.remove()?;
     Ok(if v2 { "cgroup v2" } else { "cgroup v1" })
 }
 

@@ -2,6 +2,8 @@
 //!
 //! ```text
 //!   inventory (OS, NVML or stand-in GPUs) ──▶ Register ──▶ ctld
+//!   health checks (health.rs) at start ───▶ carried by Register (a sick node registers drained)
+//!   health checks every interval ─────────▶ Health ──▶ ctld drains / resumes the node
 //!   heartbeat every few seconds ───────────▶ ctld (re-register when it forgets us)
 //!   Assignments stream ──▶ reconcile by (job, attempt):
 //!        new launch ──▶ runner: user, cgroup ──▶ stepd: namespaces ──▶ script
@@ -12,6 +14,7 @@
 
 pub mod agent;
 pub mod cgroup;
+pub mod health;
 pub mod inventory;
 pub mod isolation;
 pub mod oci;

@@ -1,10 +1,12 @@
 //! `noded`: the Chorus node agent.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chorus_noded::agent::{AgentConfig, run};
 use chorus_noded::cgroup::{self, CgroupConfig};
+use chorus_noded::health::HealthConfig;
 use chorus_noded::inventory::{self, FakeInventory, GpuInventory, NvmlInventory};
 use chorus_noded::runner::RunnerConfig;
 use chorus_noded::users::{self, JobUserMode, JobUsers};
@@ -69,6 +71,22 @@ struct Args {
     /// such jobs fail to launch, saying so).
     #[arg(long)]
     oci_runtime: Option<PathBuf>,
+    /// Program run (as noded's user, root) before registering and every
+    /// `--health-check-interval`: a non-zero exit or a timeout drains the node, with the first
+    /// line of its output as the reason (Slurm's HealthCheckProgram).
+    #[arg(long)]
+    health_check_program: Option<PathBuf>,
+    /// Seconds between health checks (the program and the built-in checks: free disk, cgroups,
+    /// GPU count); 0: only at start (Slurm's HealthCheckInterval).
+    #[arg(long, default_value_t = 300)]
+    health_check_interval: u64,
+    /// Seconds the health check program may run before it is killed and the node counts as
+    /// unhealthy (Slurm's is fixed at 60).
+    #[arg(long, default_value_t = chorus_noded::health::DEFAULT_PROGRAM_TIMEOUT.as_secs())]
+    health_check_timeout: u64,
+    /// Free space (MB) the state directory's file system needs for the node to be healthy.
+    #[arg(long, default_value_t = 1024)]
+    health_min_free_mb: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -91,11 +109,11 @@ fn main() -> anyhow::Result<()> {
         Some(n) => n,
         None => nix::unistd::gethostname()?.to_string_lossy().into_owned(),
     };
-    let gpus: Box<dyn GpuInventory> = match a.node_gpus {
+    let gpus: Arc<dyn GpuInventory> = match a.node_gpus {
         Some(count) => {
-            Box::new(FakeInventory { count, model: a.node_gpu_model, devices: a.node_gpu_devices })
+            Arc::new(FakeInventory { count, model: a.node_gpu_model, devices: a.node_gpu_devices })
         }
-        None => Box::new(NvmlInventory),
+        None => Arc::new(NvmlInventory),
     };
     std::fs::create_dir_all(&a.state_dir)?;
     let mut controllers = a.controllers;
@@ -155,6 +173,15 @@ fn main() -> anyhow::Result<()> {
         }
         None => tracing::warn!("no OCI runtime (crun): --container jobs will fail to launch"),
     }
+    let health = HealthConfig {
+        node_name: name.clone(),
+        program: a.health_check_program,
+        interval: Duration::from_secs(a.health_check_interval),
+        timeout: Duration::from_secs(a.health_check_timeout.max(1)),
+        min_free_mb: a.health_min_free_mb,
+        state_dir: a.state_dir.clone(),
+        cgroups: cgroups.clone(),
+    };
     let cfg = AgentConfig {
         runner: RunnerConfig {
             cgroups,
@@ -163,6 +190,7 @@ fn main() -> anyhow::Result<()> {
             oci_runtime,
             ..RunnerConfig::new(name.clone(), a.state_dir, stepd)
         },
+        health,
         name,
         controllers,
         cpus: a.node_cpus.unwrap_or_else(inventory::os_cpus),

@@ -307,6 +307,13 @@ async fn launch(
 /// child ever holds a script open for writing.
 static SCRIPT_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// Spawns a child that is not a job's (the health check program) under [`SCRIPT_LOCK`], for
+/// the same reason: it must not carry a script open for writing past its fork.
+pub(crate) fn spawn_exclusive<T>(spawn: impl FnOnce() -> std::io::Result<T>) -> std::io::Result<T> {
+    let _guard = SCRIPT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    spawn()
+}
+
 fn start(
     cfg: &RunnerConfig,
     l: &LaunchSpec,

@@ -390,3 +390,43 @@ async fn a_job_runs_in_its_oci_bundle_as_its_user_in_its_cgroup() {
     let failing = go(&cfg, failing).await;
     assert_eq!(failing.exit, ExitStatus { code: 4, signal: 0 }, "the script's own exit code");
 }
+
+/// The health check's cgroup check (health.rs): a child group can be made and removed. A
+/// hierarchy where it cannot fails the check, naming cgroups.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_health_check_fails_when_job_cgroups_cannot_be_made() {
+    use chorus_core::node::Health;
+    use chorus_noded::health::{Checker, HealthConfig};
+    let dir = workdir();
+    let Some((cfg, parent)) = contained(dir.path(), "health", 64) else { return };
+    let health = |cgroups: CgroupConfig| {
+        let hc = HealthConfig {
+            node_name: "n1".into(),
+            program: None,
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(30),
+            min_free_mb: 0,
+            state_dir: dir.path().to_owned(),
+            cgroups: Some(cgroups),
+        };
+        let gpus = Arc::new(FakeInventory { count: 0, model: "t".into(), devices: None });
+        Arc::new(Checker::new(hc, gpus, 0))
+    };
+    let good = cfg.cgroups.clone().unwrap();
+    assert_eq!(health(good.clone()).run().await.0, Health::Healthy);
+    // The probe group is gone again: the parent has no child left.
+    let leftovers = std::fs::read_dir("/sys/fs/cgroup")
+        .unwrap()
+        .filter_map(|h| h.ok())
+        .map(|h| h.path().join(&parent.0).join("job_0_0"))
+        .filter(|p| p.exists())
+        .collect::<Vec<_>>();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    // A parent that is a file, not a directory: no group can be made under it.
+    let broken = CgroupConfig { parent: format!("{}/cgroup.procs", good.parent), ..good };
+    let (h, _) = health(broken).run().await;
+    match h {
+        Health::Unhealthy(r) => assert!(r.starts_with("cgroup unusable: "), "{r}"),
+        Health::Healthy => panic!("a hierarchy without room for job groups passed"),
+    }
+}

@@ -3,7 +3,7 @@
 use chorus_core::fsm::{EndCause, JobReport, NodeRegistration};
 use chorus_core::job::{ExitStatus, JobSpec, MemRequest, OutputFile, Usage};
 use chorus_core::launch::LaunchSpec;
-use chorus_core::node::{GpuInfo, NodeResources};
+use chorus_core::node::{GpuInfo, Health, NodeResources, check_health_problem};
 use chorus_core::slurm::array::parse_array_spec;
 use chorus_core::slurm::dependency::parse_dependency;
 use chorus_core::slurm::sbatch::OpenMode;
@@ -209,6 +209,58 @@ impl TryFrom<pn::RegisterRequest> for NodeRegistration {
     }
 }
 
+/// A registration and the health check the agent ran before it (`None` from an agent that
+/// checks nothing).
+pub type CheckedRegistration = (NodeRegistration, Option<Health>);
+
+impl TryFrom<pn::RegisterRequest> for CheckedRegistration {
+    type Error = WireError;
+
+    fn try_from(mut p: pn::RegisterRequest) -> Result<Self, WireError> {
+        let health = p.health.take().map(Health::try_from).transpose()?;
+        Ok((p.try_into()?, health))
+    }
+}
+
+impl TryFrom<pn::Health> for Health {
+    type Error = WireError;
+
+    fn try_from(p: pn::Health) -> Result<Self, WireError> {
+        if p.problem.is_empty() {
+            return Ok(Health::Healthy);
+        }
+        check_health_problem(&p.problem).map_err(|why| bad("health.problem", why))?;
+        Ok(Health::Unhealthy(p.problem))
+    }
+}
+
+impl From<&Health> for pn::Health {
+    fn from(h: &Health) -> Self {
+        match h {
+            Health::Healthy => pn::Health { problem: String::new() },
+            Health::Unhealthy(p) => pn::Health { problem: p.clone() },
+        }
+    }
+}
+
+/// A node's health report, checked: who speaks (name and agent session) and what it found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthReport {
+    pub node: String,
+    pub session: u64,
+    pub health: Health,
+}
+
+impl TryFrom<pn::HealthRequest> for HealthReport {
+    type Error = WireError;
+
+    fn try_from(p: pn::HealthRequest) -> Result<Self, WireError> {
+        node_name("name", &p.name)?;
+        let health = p.health.ok_or_else(|| bad("health", "missing"))?.try_into()?;
+        Ok(HealthReport { node: p.name, session: p.session, health })
+    }
+}
+
 /// A node's report, and the output bytes that travel with it (kept outside the state).
 pub type ReportWithOutputs = (JobReport, Vec<Vec<u8>>);
 
@@ -343,4 +395,38 @@ pub fn decode_bincode<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, Wir
     bincode::serde::decode_from_slice(b, bincode::config::standard())
         .map(|(v, _)| v)
         .map_err(|e| bad("bincode", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(name: &str, problem: Option<&str>) -> pn::HealthRequest {
+        pn::HealthRequest {
+            name: name.into(),
+            session: 7,
+            health: problem.map(|p| pn::Health { problem: p.into() }),
+        }
+    }
+
+    #[test]
+    fn a_health_report_is_checked_at_the_boundary() {
+        let ok: HealthReport = req("node1", Some("ib0 down")).try_into().unwrap();
+        assert_eq!(ok.health, Health::Unhealthy("ib0 down".into()));
+        assert_eq!(ok.session, 7);
+        let well: HealthReport = req("node1", Some("")).try_into().unwrap();
+        assert_eq!(well.health, Health::Healthy);
+        let field = |r: pn::HealthRequest| HealthReport::try_from(r).unwrap_err().field;
+        assert_eq!(field(req("node1", None)), "health");
+        assert_eq!(field(req("node 1", Some(""))), "name");
+        assert_eq!(field(req("node1", Some("a\nb"))), "health.problem");
+        assert_eq!(field(req("node1", Some(&"x".repeat(257)))), "health.problem");
+    }
+
+    #[test]
+    fn health_round_trips_through_the_wire() {
+        for h in [Health::Healthy, Health::Unhealthy("no /scratch".into())] {
+            assert_eq!(Health::try_from(pn::Health::from(&h)).unwrap(), h);
+        }
+    }
 }

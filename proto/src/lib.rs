@@ -2,7 +2,8 @@
 //!
 //! ```text
 //!   client ──pb::client::JobSpec──▶ TryFrom ──▶ chorus_core::JobSpec   (re-parses Slurm syntax)
-//!   noded  ──pb::node::*──────────▶ TryFrom ──▶ NodeRegistration, JobReport (names the bad field)
+//!   noded  ──pb::node::*──────────▶ TryFrom ──▶ NodeRegistration, JobReport, HealthReport
+//!                                                (names the bad field)
 //!   ctld   ──LaunchSpec───────────▶ pb::node::Launch ──▶ TryFrom ──▶ LaunchSpec (noded side)
 //! ```
 //!
@@ -26,7 +27,9 @@ pub mod leader;
 
 mod convert;
 
-pub use convert::{ReportWithOutputs, WireError, decode_bincode, encode_bincode};
+pub use convert::{
+    CheckedRegistration, HealthReport, ReportWithOutputs, WireError, decode_bincode, encode_bincode,
+};
 
 /// The largest message any Chorus service accepts or sends (job outputs travel in reports).
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;

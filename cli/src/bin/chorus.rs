@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chorus_cli::{ClientConf, Ctl, print, rpc, run_main};
+use chorus_core::node::NodeState;
 use chorus_proto::client as pb;
 use clap::{Parser, Subcommand};
 
@@ -85,6 +86,10 @@ struct UpArgs {
     /// Controllers snapshot their state and compact their log every this many entries.
     #[arg(long, default_value_t = 20_000)]
     snapshot_every: u64,
+    /// An argument passed on to every node agent, e.g.
+    /// `--noded-arg=--health-check-program=/etc/chorus/hc.sh` (repeat for several).
+    #[arg(long = "noded-arg", value_name = "ARG", allow_hyphen_values = true)]
+    noded_args: Vec<String>,
 }
 
 fn main() {
@@ -295,6 +300,7 @@ fn up(a: UpArgs) -> anyhow::Result<()> {
                 args.extend([flag.to_owned(), v]);
             }
         }
+        args.extend(a.noded_args.iter().cloned());
         daemons.push(spawn(&name, &noded, &args, &dir.join(format!("log/{name}.log")))?);
     }
     let conf_path = dir.join("chorus.toml");
@@ -328,10 +334,11 @@ fn serve_until_stopped(a: &UpArgs, conf_path: &Path, daemons: &mut [Daemon]) -> 
                 a.dir.join(format!("log/{d}.log")).display()
             );
         }
+        // Registered counts, drained or not: a node whose health check fails registers drained.
         let ready = rt.block_on(async {
             let mut ctl = Ctl::connect().await.ok()?;
             let (nodes, _) = ctl.nodes().await.ok()?;
-            Some(nodes.iter().filter(|n| n.accepts_work()).count() as u32 >= a.nodes)
+            Some(nodes.iter().filter(|n| n.state != NodeState::Down).count() as u32 >= a.nodes)
         });
         if ready == Some(true) {
             break;
