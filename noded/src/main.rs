@@ -133,12 +133,7 @@ fn main() -> anyhow::Result<()> {
                 tracing::warn!(error = %e, "GPU device nodes unusable: GPUs are not isolated by the device cgroup");
                 vec![]
             });
-            let cg = CgroupConfig {
-                parent: format!("chorus/{name}"),
-                max_pids: a.max_pids,
-                gpus,
-                v2_root: None,
-            };
+            let cg = CgroupConfig { parent: format!("chorus/{name}"), max_pids: a.max_pids, gpus };
             match cgroup::probe(&cg) {
                 Ok(kind) => {
                     tracing::info!(%kind, parent = %cg.parent, max_pids = cg.max_pids, "jobs run in cgroups");
