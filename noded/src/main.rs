@@ -49,6 +49,10 @@ struct Args {
     /// uncontained with a warning), `on` (refuse to start without), `off`.
     #[arg(long, value_enum, default_value_t = Cgroups::Auto)]
     cgroups: Cgroups,
+    /// Where this node's job cgroups go in each hierarchy (default `chorus/<name>`). Nodes
+    /// sharing a machine need parents of their own: a job's group is `PARENT/job_<id>_<n>`.
+    #[arg(long)]
+    cgroup_parent: Option<String>,
     /// Most processes (and threads) one job may have (`pids.max`).
     #[arg(long, default_value_t = 4096)]
     max_pids: i64,
@@ -133,7 +137,11 @@ fn main() -> anyhow::Result<()> {
                 tracing::warn!(error = %e, "GPU device nodes unusable: GPUs are not isolated by the device cgroup");
                 vec![]
             });
-            let cg = CgroupConfig { parent: format!("chorus/{name}"), max_pids: a.max_pids, gpus };
+            let cg = CgroupConfig {
+                parent: a.cgroup_parent.clone().unwrap_or_else(|| format!("chorus/{name}")),
+                max_pids: a.max_pids,
+                gpus,
+            };
             match cgroup::probe(&cg) {
                 Ok(kind) => {
                     tracing::info!(%kind, parent = %cg.parent, max_pids = cg.max_pids, "jobs run in cgroups");
@@ -182,6 +190,7 @@ fn main() -> anyhow::Result<()> {
         state_dir: a.state_dir.clone(),
         cgroups: cgroups.clone(),
     };
+    let cgroup_parent = cgroups.clone();
     let cfg = AgentConfig {
         runner: RunnerConfig {
             cgroups,
@@ -207,6 +216,10 @@ fn main() -> anyhow::Result<()> {
             _ = term.recv() => {},
         }
     }));
+    // The node's parent group goes with it once its jobs have (a restart makes it again).
+    if let Some(cg) = cgroup_parent {
+        cgroup::remove_empty(&cg.parent);
+    }
     Ok(())
 }
 

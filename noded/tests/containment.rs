@@ -314,6 +314,14 @@ async fn in_its_namespace_a_job_ends_with_its_own_status_and_hears_scancel() {
     assert_eq!(fin.cause, EndCause::Stopped);
     assert_eq!(fin.exit, ExitStatus { code: 7, signal: 0 }, "{out}");
     assert!(out.starts_with("ready\n") && out.contains("cleaned up"), "{out}");
+    // The time limit: SIGTERM, then SIGKILL after KillWait (1 s in `go`).
+    let mut late =
+        launch(24, dir.path(), "trap 'echo got TERM' TERM; while true; do sleep 1; done", 1, 100);
+    late.time_limit_secs = Some(2);
+    let fin = go(&cfg, late).await;
+    let out = output(dir.path(), 24);
+    assert_eq!(fin.cause, EndCause::TimeLimit, "{out}");
+    assert!(out.contains("DUE TO TIME LIMIT ***") && out.contains("got TERM"), "{out}");
 }
 
 /// A bundle as a user would make one: a busybox root filesystem and the config.json of

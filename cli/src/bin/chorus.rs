@@ -281,11 +281,21 @@ fn up(a: UpArgs) -> anyhow::Result<()> {
         daemons.push(spawn(&name, &sibling("ctld")?, &args, &log)?);
     }
     let noded = sibling("noded")?;
+    // Clusters side by side on one machine (tests do this) have the same node names and job
+    // ids: each keeps its job cgroups under a parent of its own, named after its directory.
+    let cgroups = {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        dir.canonicalize().unwrap_or_else(|_| dir.clone()).hash(&mut h);
+        format!("chorus/up-{:08x}", h.finish() as u32)
+    };
     for i in 1..=a.nodes {
         let name = format!("node{i}");
         let mut args = vec![
             "--name".into(),
             name.clone(),
+            "--cgroup-parent".into(),
+            format!("{cgroups}/{name}"),
             "--controllers".into(),
             client_addrs.join(","),
             "--state-dir".into(),
