@@ -1,26 +1,38 @@
 //! Each job in a cgroup of its own, through cgroups-rs (v1 or v2, whichever the machine
-//! mounts): its CPUs, its memory with swap off, a maximum number of processes. What it
-//! used and whether the OOM killer struck are read back from the cgroup when it ends, and
+//! mounts, or the v2 hierarchy the config names): its CPUs, its memory with swap off, a
+//! maximum number of processes, and the node's GPUs it was not given denied. What it used
+//! and whether the OOM killer struck are read back from the cgroup when it ends, and
 //! everything it left behind is killed (Slurm's proctrack/cgroup).
 //!
 //! ```text
-//!   JobCgroup::create  PARENT/job_<id>_<attempt>: cpu quota = CPUs × period,
-//!                      memory (+memsw) = the allocation, pids.max,
-//!                      devices: the node's GPUs not given to the job denied (v1)
+//!   JobCgroup::create  PARENT/job_<id>_<attempt>, or refused, saying why (a controller or
+//!                      device control missing: never a job run with less than promised):
+//!                      cpu quota = CPUs × period, memory = the allocation, swap off,
+//!                      pids.max, the node's GPUs not given to the job denied:
+//!                        v1: devices.deny    v2: an eBPF device program (devices_v2.rs)
 //!   runner: spawn stepd, blocked on a pipe ──▶ JobCgroup::add(pid) ──▶ release
 //!           (v1 charges memory where it was allocated: the job joins before it execs)
 //!   end:    usage() (peak memory, CPU time, oom kills) ──▶ finish(): kill leftovers, rmdir
+//!           (on v2 the device program goes with the group)
 //! ```
 
+pub mod devices_v2;
+mod v2;
+
+use std::path::PathBuf;
 use std::time::Duration;
 
 use cgroups_rs::CgroupPid;
-use cgroups_rs::fs::devices::{DevicePermissions, DeviceType};
+use cgroups_rs::fs::cpu::CpuController;
+use cgroups_rs::fs::cpuacct::CpuAcctController;
+use cgroups_rs::fs::devices::{DevicePermissions, DeviceType, DevicesController};
+use cgroups_rs::fs::hierarchies::{self, V1};
+use cgroups_rs::fs::memory::MemController;
+use cgroups_rs::fs::pid::PidController;
+use cgroups_rs::fs::{Cgroup, Controller, Hierarchy, MaxValue};
 
 use crate::inventory::GpuDevice;
-use cgroups_rs::fs::cpuacct::CpuAcctController;
-use cgroups_rs::fs::memory::MemController;
-use cgroups_rs::fs::{Cgroup, MaxValue, cgroup_builder::CgroupBuilder, hierarchies};
+use devices_v2::DeviceRule;
 
 /// Per-node containment settings.
 #[derive(Debug, Clone)]
@@ -32,6 +44,10 @@ pub struct CgroupConfig {
     pub max_pids: i64,
     /// The node's GPUs: a job may open only the device nodes of those it was given.
     pub gpus: Vec<GpuDevice>,
+    /// The cgroup v2 hierarchy to use, wherever it is mounted. `None`: what the machine
+    /// mounts at `/sys/fs/cgroup` (v2 when that is a cgroup2 file system, else the v1
+    /// controllers).
+    pub v2_root: Option<PathBuf>,
 }
 
 /// What the cgroup says a finished job used.
@@ -50,19 +66,69 @@ pub enum CgroupError {
     Cgroups { path: String, source: cgroups_rs::fs::error::Error },
     #[error("cgroup {path}: {why}")]
     Unusable { path: String, why: String },
+    #[error("cgroup {path}: GPU isolation: {source}")]
+    Devices { path: String, source: devices_v2::DeviceError },
 }
 
 /// A job's cgroup, removed by [`JobCgroup::finish`].
 pub struct JobCgroup {
     cg: Cgroup,
     path: String,
+    /// The group's directory, on v2.
+    v2_dir: Option<PathBuf>,
 }
 
 const CFS_PERIOD_US: u64 = 100_000;
 
+/// The controllers a job's limits need, v1 or v2: CPU quota, memory, number of processes.
+const REQUIRED: [&str; 3] = ["cpu", "memory", "pids"];
+
+/// The hierarchy `cfg` asks for: its v2 root, else what `/sys/fs/cgroup` holds.
+enum Tree {
+    V1(V1),
+    V2(v2::Unified),
+}
+
+impl Tree {
+    fn of(cfg: &CgroupConfig) -> Tree {
+        match &cfg.v2_root {
+            Some(root) => Tree::V2(v2::Unified::new(root.clone())),
+            None if hierarchies::is_cgroup2_unified_mode() => {
+                Tree::V2(v2::Unified::new(hierarchies::UNIFIED_MOUNTPOINT.into()))
+            }
+            None => Tree::V1(V1::new()),
+        }
+    }
+
+    fn boxed(self) -> Box<dyn Hierarchy> {
+        match self {
+            Tree::V1(h) => Box::new(h),
+            Tree::V2(h) => Box::new(h),
+        }
+    }
+
+    /// The controllers a job's group would have, or why they cannot be known.
+    fn controllers(&self) -> Result<Vec<String>, String> {
+        match self {
+            Tree::V1(h) => Ok(h.subsystems().iter().map(|s| s.controller_name()).collect()),
+            Tree::V2(h) => h
+                .controllers()
+                .map_err(|e| format!("{}: {e}", h.root().join("cgroup.controllers").display())),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Tree::V1(_) => "cgroup v1".into(),
+            Tree::V2(h) => format!("cgroup v2 at {}", h.root().display()),
+        }
+    }
+}
+
 impl JobCgroup {
     /// Creates the group with the job's limits: `cpus` CPUs of quota, `mem_mb` of memory and
-    /// no swap beyond it.
+    /// no swap beyond it, the node's GPUs other than `gpus` denied. A limit that cannot be
+    /// set refuses the job, and the group is removed.
     pub fn create(
         cfg: &CgroupConfig,
         job: u32,
@@ -73,42 +139,105 @@ impl JobCgroup {
     ) -> Result<Self, CgroupError> {
         let path = format!("{}/job_{job}_{attempt}", cfg.parent);
         let err = |source| CgroupError::Cgroups { path: path.clone(), source };
-        let bytes = (mem_mb.max(1) * 1024 * 1024) as i64;
-        let hier = hierarchies::auto();
+        let unusable = |why: String| CgroupError::Unusable { path: path.clone(), why };
+        let tree = Tree::of(cfg);
         let denied: Vec<&GpuDevice> =
             cfg.gpus.iter().filter(|g| !gpus.contains(&g.index)).collect();
-        if hier.v2() && !denied.is_empty() {
-            // cgroup v2 controls devices with an eBPF program, which this version does not
-            // load: refuse rather than hand out GPUs unisolated.
-            return Err(CgroupError::Unusable {
-                path,
-                why: "GPU isolation on cgroup v2 needs a device eBPF program (not implemented)"
-                    .into(),
-            });
+
+        // Every controller the limits need, or no job: cgroups-rs would skip a missing one.
+        let have = tree.controllers().map_err(&unusable)?;
+        let mut missing: Vec<&str> =
+            REQUIRED.into_iter().filter(|c| !have.iter().any(|h| h == c)).collect();
+        if matches!(tree, Tree::V1(_)) && !denied.is_empty() && !have.iter().any(|h| h == "devices")
+        {
+            missing.push("devices");
         }
-        let swap_limit = !hier.v2() && memsw_supported();
-        let mut memory = CgroupBuilder::new(&path).memory().memory_hard_limit(bytes);
-        if swap_limit {
-            memory = memory.memory_swap_limit(bytes);
+        if !missing.is_empty() {
+            return Err(unusable(format!(
+                "{} lacks the {} controller{} (it has: {}): a job's limits could not be enforced",
+                tree.describe(),
+                missing.join(", "),
+                if missing.len() > 1 { "s" } else { "" },
+                if have.is_empty() { "none".into() } else { have.join(" ") },
+            )));
         }
-        let mut devices = memory.done().devices();
-        for g in denied {
-            let rwm =
-                vec![DevicePermissions::Read, DevicePermissions::Write, DevicePermissions::MkNod];
-            devices = devices.device(g.major as i64, g.minor as i64, DeviceType::Char, false, rwm);
+
+        let v2_dir = match &tree {
+            Tree::V2(unified) => Some(unified.create(&path).map_err(|(at, e)| {
+                unusable(format!("creating the v2 group: {}: {e}", at.display()))
+            })?),
+            Tree::V1(_) => None,
+        };
+        let cg = Cgroup::load(tree.boxed(), &path);
+        if v2_dir.is_none() {
+            cg.create().map_err(err)?;
         }
-        let cg = devices
-            .done()
-            .pid()
-            .maximum_number_of_processes(MaxValue::Value(cfg.max_pids))
-            .done()
-            .cpu()
-            .period(CFS_PERIOD_US)
-            .quota((u64::from(cpus.max(1)) * CFS_PERIOD_US) as i64)
-            .done()
-            .build(hier)
-            .map_err(err)?;
-        Ok(Self { cg, path })
+        let g = JobCgroup { cg, path: path.clone(), v2_dir };
+        match g.limit(cfg, cpus, mem_mb, &denied) {
+            Ok(()) => Ok(g),
+            Err(e) => {
+                let _ = g.cg.delete();
+                Err(e)
+            }
+        }
+    }
+
+    /// Writes the job's limits into its new group; an error from any of them is returned.
+    fn limit(
+        &self,
+        cfg: &CgroupConfig,
+        cpus: u32,
+        mem_mb: u64,
+        denied: &[&GpuDevice],
+    ) -> Result<(), CgroupError> {
+        let err = |source| CgroupError::Cgroups { path: self.path.clone(), source };
+        let bytes = (mem_mb.max(1) * 1024 * 1024) as i64;
+        // `create` checked that they are there.
+        let gone = |c: &str| CgroupError::Unusable {
+            path: self.path.clone(),
+            why: format!("the {c} controller went away"),
+        };
+        let mem: &MemController = self.cg.controller_of().ok_or_else(|| gone("memory"))?;
+        let pids: &PidController = self.cg.controller_of().ok_or_else(|| gone("pids"))?;
+        let cpu: &CpuController = self.cg.controller_of().ok_or_else(|| gone("cpu"))?;
+        mem.set_limit(bytes).map_err(err)?;
+        // No swap beyond the limit. v1: memory+swap = memory, where swap is accounted at all;
+        // v2: swap = 0, where the kernel has the file (swap accounting on).
+        match self.v2_dir {
+            None if mem.path().join("memory.memsw.limit_in_bytes").exists() => {
+                mem.set_memswap_limit(bytes).map_err(err)?
+            }
+            Some(_) if mem.path().join("memory.swap.max").exists() => {
+                mem.set_memswap_limit(0).map_err(err)?
+            }
+            _ => {}
+        }
+        pids.set_pid_max(MaxValue::Value(cfg.max_pids)).map_err(err)?;
+        let quota = (u64::from(cpus.max(1)) * CFS_PERIOD_US) as i64;
+        cpu.set_cfs_quota_and_period(Some(quota), Some(CFS_PERIOD_US)).map_err(err)?;
+        if denied.is_empty() {
+            return Ok(());
+        }
+        match &self.v2_dir {
+            None => {
+                let devices: &DevicesController =
+                    self.cg.controller_of().ok_or_else(|| gone("devices"))?;
+                let rwm =
+                    [DevicePermissions::Read, DevicePermissions::Write, DevicePermissions::MkNod];
+                for g in denied {
+                    devices
+                        .deny_device(DeviceType::Char, g.major as i64, g.minor as i64, &rwm)
+                        .map_err(err)?;
+                }
+            }
+            Some(dir) => {
+                let rules: Vec<DeviceRule> =
+                    denied.iter().map(|g| DeviceRule::char_rwm(g.major, g.minor)).collect();
+                devices_v2::deny(dir, &rules)
+                    .map_err(|source| CgroupError::Devices { path: self.path.clone(), source })?;
+            }
+        }
+        Ok(())
     }
 
     /// Moves a process (the job's stepd, before it starts anything) into the group.
@@ -120,12 +249,14 @@ impl JobCgroup {
 
     /// Peak memory, CPU time and OOM kills of everything that ran in the group.
     pub fn usage(&self) -> CgroupUsage {
+        if let Some(dir) = &self.v2_dir {
+            return v2::usage(dir);
+        }
         let mut u = CgroupUsage::default();
         if let Some(mem) = self.cg.controller_of::<MemController>() {
             let m = mem.memory_stat();
             u.max_rss_kb = m.max_usage_in_bytes / 1024;
-            u.oom_kills =
-                if self.cg.v2() { v2_oom_kills(&self.path) } else { m.oom_control.oom_kill };
+            u.oom_kills = m.oom_control.oom_kill;
         }
         if let Some(acct) = self.cg.controller_of::<CpuAcctController>() {
             // cpuacct.stat counts USER_HZ ticks.
@@ -182,8 +313,9 @@ impl JobCgroup {
 }
 
 /// Whether jobs can be put in cgroups here: a probe group under `parent` can be created with a
-/// job's limits and removed again. Checked at start, and by every health check (health.rs).
-pub fn probe(cfg: &CgroupConfig) -> Result<&'static str, CgroupError> {
+/// job's limits, every GPU of the node denied (so GPU isolation is checked too), and removed
+/// again. Checked at start, and by every health check (health.rs).
+pub fn probe(cfg: &CgroupConfig) -> Result<String, CgroupError> {
     if !nix::unistd::geteuid().is_root() {
         return Err(CgroupError::Unusable {
             path: cfg.parent.clone(),
@@ -191,17 +323,16 @@ pub fn probe(cfg: &CgroupConfig) -> Result<&'static str, CgroupError> {
         });
     }
     let g = JobCgroup::create(cfg, 0, 0, 1, 16, &[])?;
-    let v2 = g.cg.v2();
     g.remove()?;
-    Ok(if v2 { "cgroup v2" } else { "cgroup v1" })
+    Ok(Tree::of(cfg).describe())
 }
 
-/// Removes an empty group (a node's or a test's parent) from every hierarchy, innermost
-/// first: `a/b/c` removes `a/b/c`, then `a/b`, then `a`, stopping at the first that is busy.
-pub fn remove_empty(path: &str) {
-    let mut p = path.to_owned();
+/// Removes `cfg.parent` (a node's or a test's) where it is empty, innermost first: `a/b/c`
+/// removes `a/b/c`, then `a/b`, then `a`, stopping at the first that is busy.
+pub fn remove_empty(cfg: &CgroupConfig) {
+    let mut p = cfg.parent.clone();
     loop {
-        let cg = Cgroup::load(hierarchies::auto(), &p);
+        let cg = Cgroup::load(Tree::of(cfg).boxed(), &p);
         if cg.delete().is_err() {
             return;
         }
@@ -210,20 +341,6 @@ pub fn remove_empty(path: &str) {
             None => return,
         }
     }
-}
-
-fn memsw_supported() -> bool {
-    std::path::Path::new("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes").exists()
-}
-
-fn v2_oom_kills(path: &str) -> u64 {
-    let events =
-        std::fs::read_to_string(format!("/sys/fs/cgroup/{path}/memory.events")).unwrap_or_default();
-    events
-        .lines()
-        .find_map(|l| l.strip_prefix("oom_kill "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
 }
 
 fn clock_ticks() -> u64 {

@@ -141,6 +141,7 @@ fn main() -> anyhow::Result<()> {
                 parent: a.cgroup_parent.clone().unwrap_or_else(|| format!("chorus/{name}")),
                 max_pids: a.max_pids,
                 gpus,
+                v2_root: None,
             };
             match cgroup::probe(&cg) {
                 Ok(kind) => {
@@ -218,7 +219,7 @@ fn main() -> anyhow::Result<()> {
     }));
     // The node's parent group goes with it once its jobs have (a restart makes it again).
     if let Some(cg) = cgroup_parent {
-        cgroup::remove_empty(&cg.parent);
+        cgroup::remove_empty(&cg);
     }
     Ok(())
 }

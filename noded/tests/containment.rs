@@ -8,6 +8,12 @@
 //!                                    nothing left behind, cgroup gone
 //!   2 busy loops on 1 CPU        ──▶ CPU time ≈ 1 CPU × wall time, not 2
 //!   unassigned stand-in GPU      ──▶ open fails; the assigned one opens
+//!   cgroup v2 (a cgroup2 mount   ──▶ the eBPF device program: open of the denied stand-in
+//!   of our own, beside v1)           fails with EPERM, the other opens; a hierarchy without
+//!                                    the memory controller refuses the job, saying so
+//!   cgroup v2 (a fake directory) ──▶ memory.max, memory.swap.max 0, pids.max, cpu.max written;
+//!                                    usage read from memory.peak, cpu.stat, memory.events;
+//!                                    a missing controller or device program refuses the job
 //!   a job in its namespaces      ──▶ PID 2 of its own; its own /tmp, /var/tmp, /dev/shm; no
 //!                                    view of noded, its keys, other jobs' files; a uid of its
 //!                                    own that can write nowhere else
@@ -17,21 +23,23 @@
 
 mod common;
 
-use std::path::Path;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chorus_core::fsm::EndCause;
 use chorus_core::job::ExitStatus;
 use chorus_core::state::Network;
-use chorus_noded::cgroup::{self, CgroupConfig};
+use chorus_noded::cgroup::devices_v2::{self, DeviceRule};
+use chorus_noded::cgroup::{self, CgroupConfig, CgroupError, CgroupUsage, JobCgroup};
 use chorus_noded::inventory::{FakeInventory, GpuDevice, gpu_devices};
 use chorus_noded::runner::RunnerConfig;
 use chorus_noded::users::{JobUserMode, JobUsers};
 use common::{config, go, launch, output, workdir};
 
 /// Removes a test's parent cgroup when the test ends.
-struct Parent(String);
+struct Parent(CgroupConfig);
 
 impl Drop for Parent {
     fn drop(&mut self) {
@@ -51,14 +59,14 @@ fn contained_with(
     gpus: Vec<GpuDevice>,
 ) -> Option<(Arc<RunnerConfig>, Parent)> {
     let parent = format!("chorus-test/{test}-{}", std::process::id());
-    let cg = CgroupConfig { parent, max_pids, gpus };
+    let cg = CgroupConfig { parent, max_pids, gpus, v2_root: None };
     match cgroup::probe(&cg) {
         Ok(_) => Some((
             Arc::new(RunnerConfig {
                 cgroups: Some(cg.clone()),
                 ..config("n1", &dir.join("state"))
             }),
-            Parent(cg.parent),
+            Parent(cg),
         )),
         Err(e) => {
             eprintln!("SKIP {test}: cgroups unusable here: {e}");
@@ -136,12 +144,11 @@ async fn a_job_uses_no_more_cpu_than_it_was_given() {
     assert!(cpu <= wall * 12 / 10 + 200, "1 CPU's quota held: {cpu} ms of CPU in {wall} ms");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_job_opens_its_gpu_and_not_the_others() {
-    let dir = workdir();
-    // Stand-in GPUs: character devices with the numbers of /dev/full and /dev/urandom, which
-    // any process may open unless its device cgroup says otherwise.
-    let devs = dir.path().join("dev");
+/// Two stand-in GPUs in `dir/dev`: character devices with the numbers of /dev/full (1:7)
+/// and /dev/urandom (1:9), which any process may open unless its device cgroup says
+/// otherwise. `None`, saying why, where they cannot be made or opened.
+fn stand_in_gpus(dir: &Path, test: &str) -> Option<(PathBuf, Vec<GpuDevice>)> {
+    let devs = dir.join("dev");
     std::fs::create_dir_all(&devs).unwrap();
     for (i, minor) in [(0, 7), (1, 9)] {
         let node = devs.join(format!("fakegpu{i}"));
@@ -152,16 +159,22 @@ async fn a_job_opens_its_gpu_and_not_the_others() {
             mode,
             nix::sys::stat::makedev(1, minor),
         ) {
-            eprintln!("SKIP gpu: cannot make stand-in device nodes: {e}");
-            return;
+            eprintln!("SKIP {test}: cannot make stand-in device nodes: {e}");
+            return None;
         }
     }
     if let Err(e) = std::fs::File::open(devs.join("fakegpu1")) {
-        eprintln!("SKIP gpu: stand-in device nodes cannot be opened here (nodev mount?): {e}");
-        return;
+        eprintln!("SKIP {test}: stand-in device nodes cannot be opened here (nodev mount?): {e}");
+        return None;
     }
     let inv = FakeInventory { count: 2, model: "fake".into(), devices: Some(devs.clone()) };
-    let gpus = gpu_devices(&inv).unwrap();
+    Some((devs, gpu_devices(&inv).unwrap()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_opens_its_gpu_and_not_the_others() {
+    let dir = workdir();
+    let Some((devs, gpus)) = stand_in_gpus(dir.path(), "gpu") else { return };
     let Some((cfg, _parent)) = contained_with(dir.path(), "gpu", 256, gpus) else { return };
     let d = devs.display();
     let script = format!(
@@ -173,6 +186,207 @@ async fn a_job_opens_its_gpu_and_not_the_others() {
     let fin = go(&cfg, l).await;
     assert_eq!(fin.exit, ExitStatus::default());
     assert_eq!(output(dir.path(), 5), "opened0\ndenied1\n", "GPU 0 given, GPU 1 denied");
+}
+
+/// A cgroup2 hierarchy mounted at a directory of the test's own, next to whatever the machine
+/// mounts (a process is in the v1 hierarchies and the v2 one at once); unmounted when the
+/// test ends. `None`, saying why, where it cannot be mounted.
+struct Cgroup2 {
+    mnt: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Cgroup2 {
+    fn mount(test: &str) -> Option<Cgroup2> {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("SKIP {test}: not root: cannot mount a cgroup2 hierarchy");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mnt = dir.path().join("cgroup2");
+        std::fs::create_dir(&mnt).unwrap();
+        let none: Option<&str> = None;
+        if let Err(e) = nix::mount::mount(
+            Some("none"),
+            &mnt,
+            Some("cgroup2"),
+            nix::mount::MsFlags::empty(),
+            none,
+        ) {
+            eprintln!("SKIP {test}: cannot mount cgroup2 at {}: {e}", mnt.display());
+            return None;
+        }
+        Some(Cgroup2 { mnt, _dir: dir })
+    }
+}
+
+impl Drop for Cgroup2 {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.mnt, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// Removes a cgroup directory once the processes that were in it are gone.
+fn rmdir_when_empty(dir: &Path) {
+    for _ in 0..100 {
+        match std::fs::remove_dir(dir) {
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            _ => return,
+        }
+    }
+}
+
+#[test]
+fn on_cgroup_v2_the_device_program_denies_the_gpu_not_given_with_eperm() {
+    let test = "v2 devices";
+    let dir = workdir();
+    let Some((devs, gpus)) = stand_in_gpus(dir.path(), test) else { return };
+    let Some(v2) = Cgroup2::mount(test) else { return };
+    let group = v2.mnt.join(format!("chorus-test-v2dev-{}", std::process::id()));
+    std::fs::create_dir(&group).unwrap();
+    // The job was given GPU 0: GPU 1 is denied, as JobCgroup::create denies it on v2.
+    let denied = [DeviceRule::char_rwm(gpus[1].major, gpus[1].minor)];
+    if let Err(e) = devices_v2::deny(&group, &denied) {
+        rmdir_when_empty(&group);
+        panic!("device program refused on a real cgroup2 hierarchy: {e}");
+    }
+    // A shell held on its stdin until it is in the group, as stepd is held on its pipe.
+    let d = devs.display();
+    let mut sh = std::process::Command::new("/bin/sh")
+        .arg("-c")
+        .arg(format!(
+            "read go; head -c1 {d}/fakegpu0 >/dev/null && echo opened0\n\
+             head -c1 {d}/fakegpu1 >/dev/null && echo opened1 || echo denied1"
+        ))
+        .env("LC_ALL", "C")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::fs::write(group.join("cgroup.procs"), sh.id().to_string()).unwrap();
+    sh.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    let (mut out, mut err) = (String::new(), String::new());
+    sh.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    sh.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    sh.wait().unwrap();
+    rmdir_when_empty(&group);
+    assert_eq!(out, "opened0\ndenied1\n", "GPU 0 given, GPU 1 denied; stderr: {err}");
+    assert!(err.contains("Operation not permitted"), "EPERM, as the device cgroup says: {err}");
+    assert!(
+        std::fs::File::open(devs.join("fakegpu1")).is_ok(),
+        "outside the group the device still opens: the program is the group's alone"
+    );
+    assert!(!group.exists(), "the group (and with it the program) is gone");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_v2_hierarchy_without_the_memory_controller_refuses_jobs_rather_than_run_them_unlimited()
+{
+    let test = "v2 controllers";
+    let Some(v2) = Cgroup2::mount(test) else { return };
+    let controllers = std::fs::read_to_string(v2.mnt.join("cgroup.controllers")).unwrap();
+    if controllers.split_whitespace().any(|c| c == "memory") {
+        eprintln!("SKIP {test}: this cgroup2 hierarchy has the memory controller: {controllers}");
+        return;
+    }
+    let dir = workdir();
+    let parent = format!("chorus-test/v2-refused-{}", std::process::id());
+    let cg = CgroupConfig { parent, max_pids: 64, gpus: vec![], v2_root: Some(v2.mnt.clone()) };
+    let why = cgroup::probe(&cg).unwrap_err().to_string();
+    assert!(why.contains("lacks the") && why.contains("memory"), "{why}");
+    // Through the runner, as a node with this config would run a job: refused, saying why.
+    let cfg =
+        Arc::new(RunnerConfig { cgroups: Some(cg), ..config("n1", &dir.path().join("state")) });
+    let fin = go(&cfg, launch(31, dir.path(), "echo ran", 1, 100)).await;
+    let out = output(dir.path(), 31);
+    assert_eq!(fin.cause, EndCause::LaunchFailed, "{out}");
+    assert!(!out.contains("ran") && out.contains("memory"), "{out}");
+    assert!(!v2.mnt.join("chorus-test").exists(), "nothing was created in the hierarchy");
+}
+
+/// A directory that looks like a cgroup v2 hierarchy offering `controllers`, with the files
+/// the kernel would create in the job's group `PARENT/job_7_0` that are read before written.
+fn fake_v2(controllers: &str, parent: &str) -> tempfile::TempDir {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::write(root.path().join("cgroup.controllers"), format!("{controllers}\n")).unwrap();
+    std::fs::write(root.path().join("cgroup.subtree_control"), "").unwrap();
+    let job = root.path().join(parent).join("job_7_0");
+    std::fs::create_dir_all(&job).unwrap();
+    std::fs::write(job.join("cpu.max"), "max 100000\n").unwrap();
+    std::fs::write(job.join("memory.swap.max"), "max\n").unwrap();
+    root
+}
+
+fn read(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+#[test]
+fn on_a_fake_v2_hierarchy_the_limits_go_to_the_v2_files_and_usage_comes_from_them() {
+    let parent = "chorus/n1";
+    let root = fake_v2("cpuset cpu io memory hugetlb pids rdma misc", parent);
+    let cfg = CgroupConfig {
+        parent: parent.into(),
+        max_pids: 64,
+        gpus: vec![],
+        v2_root: Some(root.path().to_owned()),
+    };
+    let g = JobCgroup::create(&cfg, 7, 0, 2, 300, &[]).unwrap();
+    let job = root.path().join(parent).join("job_7_0");
+    assert_eq!(read(&job.join("memory.max")), (300u64 << 20).to_string());
+    assert_eq!(read(&job.join("memory.swap.max")), "0", "no swap at all on v2");
+    assert_eq!(read(&job.join("pids.max")), "64");
+    assert_eq!(read(&job.join("cpu.max")), "200000 100000", "2 CPUs of quota per period");
+    for d in ["", "chorus", "chorus/n1"] {
+        let control = read(&root.path().join(d).join("cgroup.subtree_control"));
+        assert_eq!(control, "+cpu +memory +pids", "{d:?} enables the controllers below it");
+    }
+    assert!(!job.join("cgroup.subtree_control").exists(), "the job's group enables nothing");
+    g.add(4_000_000).unwrap();
+    assert_eq!(read(&job.join("cgroup.procs")), "4000000", "a process joins through cgroup.procs");
+    std::fs::write(job.join("cgroup.procs"), "").unwrap();
+
+    std::fs::write(job.join("memory.peak"), "52428800\n").unwrap();
+    std::fs::write(
+        job.join("cpu.stat"),
+        "usage_usec 1750000\nuser_usec 1500000\nsystem_usec 250000\n",
+    )
+    .unwrap();
+    std::fs::write(job.join("memory.events"), "low 0\nhigh 0\nmax 4\noom 1\noom_kill 1\n").unwrap();
+    assert_eq!(
+        g.usage(),
+        CgroupUsage { max_rss_kb: 51200, user_cpu_ms: 1500, sys_cpu_ms: 250, oom_kills: 1 }
+    );
+}
+
+#[test]
+fn on_a_fake_v2_hierarchy_a_missing_controller_or_device_program_refuses_the_job() {
+    let parent = "chorus/n2";
+    let root = fake_v2("cpu pids", parent);
+    let mut cfg = CgroupConfig {
+        parent: parent.into(),
+        max_pids: 64,
+        gpus: vec![],
+        v2_root: Some(root.path().to_owned()),
+    };
+    let why = JobCgroup::create(&cfg, 7, 0, 1, 100, &[]).err().expect("refused").to_string();
+    assert!(why.contains("lacks the memory controller (it has: cpu pids)"), "{why}");
+
+    // All controllers, and a GPU to deny: a plain directory cannot take the device program
+    // (and without root it cannot even be loaded), so the job is refused, not run unisolated.
+    std::fs::write(root.path().join("cgroup.controllers"), "cpu memory pids\n").unwrap();
+    cfg.gpus = vec![
+        GpuDevice { index: 0, major: 195, minor: 0 },
+        GpuDevice { index: 1, major: 195, minor: 1 },
+    ];
+    let err = JobCgroup::create(&cfg, 7, 0, 1, 100, &[0]).err().expect("refused");
+    assert!(matches!(err, CgroupError::Devices { .. }), "{err}");
+    assert!(err.to_string().contains("GPU isolation"), "{err}");
+    // Given every GPU, nothing is denied: no program is needed.
+    assert!(JobCgroup::create(&cfg, 7, 0, 1, 100, &[0, 1]).is_ok());
 }
 
 /// A runner that puts jobs in namespaces and gives each a uid of its own from 5000-5099, or
@@ -426,7 +640,7 @@ async fn the_health_check_fails_when_job_cgroups_cannot_be_made() {
     let leftovers = std::fs::read_dir("/sys/fs/cgroup")
         .unwrap()
         .filter_map(|h| h.ok())
-        .map(|h| h.path().join(&parent.0).join("job_0_0"))
+        .map(|h| h.path().join(&parent.0.parent).join("job_0_0"))
         .filter(|p| p.exists())
         .collect::<Vec<_>>();
     assert!(leftovers.is_empty(), "{leftovers:?}");
