@@ -160,7 +160,8 @@ async fn a_job_opens_its_gpu_and_not_the_others() {
         eprintln!("SKIP gpu: stand-in device nodes cannot be opened here (nodev mount?): {e}");
         return;
     }
-    let inv = FakeInventory { count: 2, model: "fake".into(), devices: Some(devs.clone()) };
+    let inv =
+        FakeInventory { count: 2, model: "fake".into(), devices: Some(devs.clone()), usage: None };
     let gpus = gpu_devices(&inv).unwrap();
     let Some((cfg, _parent)) = contained_with(dir.path(), "gpu", 256, gpus) else { return };
     let d = devs.display();
