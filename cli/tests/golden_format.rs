@@ -21,8 +21,10 @@ use chorus_cli::format::{Tz, collapse_arrays};
 use chorus_core::fsm::{
     Command, EndCause, JobReport, JobUpdate, NodeRegistration, Placement, Plan, apply,
 };
-use chorus_core::job::{ExitStatus, Job, JobId, JobSpec, NodeAlloc, PendingReason, Usage};
-use chorus_core::node::{Node, NodeResources, NodeState};
+use chorus_core::job::{
+    ExitStatus, GpuUsage, Job, JobId, JobSpec, NodeAlloc, PendingReason, Usage,
+};
+use chorus_core::node::{GpuInfo, Node, NodeResources, NodeState};
 use chorus_core::slurm::array::parse_array_spec;
 use chorus_core::slurm::dependency::parse_dependency;
 use chorus_core::slurm::time::TimeLimit;
@@ -124,17 +126,56 @@ impl Sim {
     }
 
     fn end(&mut self, job: JobId, code: i32, signal: i32, cause: EndCause, rss_kb: u64, now: u64) {
+        let usage = Usage { max_rss_kb: rss_kb, ..Usage::default() };
+        self.end_with(job, ExitStatus { code, signal }, cause, usage, now);
+    }
+
+    fn end_with(&mut self, job: JobId, exit: ExitStatus, cause: EndCause, usage: Usage, now: u64) {
         let j = &self.st.jobs[&job];
         let report = JobReport {
             job,
             attempt: j.restarts,
             node: j.alloc[0].node.clone(),
-            exit: ExitStatus { code, signal },
+            exit,
             cause,
-            usage: Usage { max_rss_kb: rss_kb, user_cpu_ms: 0, sys_cpu_ms: 0 },
+            usage,
             outputs: vec![],
         };
         self.apply(Command::JobEnded { report: Box::new(report), now });
+    }
+
+    /// Adds `gpu1`: 2 CPUs, 8000 MB and two GPUs.
+    fn add_gpu_node(&mut self) {
+        let gpu = |index| GpuInfo {
+            index,
+            uuid: format!("GPU-{index}"),
+            model: "a100".into(),
+            memory_mb: 40_960,
+        };
+        self.apply(Command::RegisterNode {
+            reg: Box::new(NodeRegistration {
+                name: "gpu1".into(),
+                addr: "127.0.0.1:17003".into(),
+                hostname: "vm".into(),
+                resources: NodeResources { cpus: 2, mem_mb: 8000, gpus: vec![gpu(0), gpu(1)] },
+                boot_time: BOOT,
+                version: "22.05.8".into(),
+                os: "Linux".into(),
+                running: vec![],
+                session: 0,
+            }),
+            now: SLURMD_START,
+        });
+    }
+
+    /// Starts `job` on `gpu1` with one CPU and GPU 0.
+    fn start_on_gpu(&mut self, job: JobId, now: u64) {
+        let alloc = vec![NodeAlloc { node: "gpu1".into(), cpus: 1, mem_mb: 256, gpus: vec![0] }];
+        self.apply(Command::ApplyPlan {
+            plan: Plan { starts: vec![Placement { job, alloc }], reasons: vec![] },
+            now,
+        });
+        assert!(self.st.jobs[&job].start_time.is_some(), "job {job} did not start");
     }
 
     fn set_priority(&mut self, jobs: &[JobId], priority: u32) {
@@ -1061,6 +1102,72 @@ fn sacct_array_tasks_and_raw_ids() {
         "4_2.batch|6.batch|batch|COMPLETED|0:0",
         "4_3|7|wrap|COMPLETED|0:0",
         "4_3.batch|7.batch|batch|COMPLETED|0:0",
+    ]);
+    assert_eq!(sacct(&sim.jobs(), &opts, T_SHOW), expected);
+}
+
+#[test]
+fn sacct_tres_usage_in_of_a_job_without_gpus() {
+    // sacct -j 1 -l -P, these fields only. Slurm printed
+    // `cpu=00:00:00,energy=0,fs/disk=0,mem=0,pages=0,vmem=4K` in both: Chorus measures
+    // neither energy, disk reads, page faults nor virtual memory, and leaves them out.
+    let opts = SacctOpts {
+        format: Some("JobID,TRESUsageInAve,TRESUsageInMax".into()),
+        parsable: Parsable::NoTrailing,
+        ..sacct_opts()
+    };
+    let expected = lines(&[
+        "JobID|TRESUsageInAve|TRESUsageInMax",
+        "1||",
+        "1.batch|cpu=00:00:00,mem=0|cpu=00:00:00,mem=0",
+    ]);
+    assert_eq!(sacct(&by_id(&finished_jobs(), &[1]), &opts, T_SHOW), expected);
+}
+
+/// A GPU job's usage TRES. Not captured (the reference cluster has no GPU, and Slurm 22.05
+/// has no GPU usage TRES): the step line of Slurm's documentation (gres.html, GPU accounting,
+/// Slurm 23.02 and later) is `TRESUsageInAve`
+/// `cpu=00:00:11,energy=0,fs/disk=87613,gres/gpumem=36266M,gres/gpuutil=100,mem=628748K,pages=0,vmem=0`;
+/// Chorus prints the entries it measures, in the same order and units.
+#[test]
+fn sacct_tres_usage_in_with_gpu_memory_and_utilisation() {
+    let mut sim = Sim::new(1277);
+    sim.add_gpu_node();
+    sim.submit(JobSpec { gpus_per_node: 1, ..spec("train") }, T_START);
+    sim.start_on_gpu(1277, T_START);
+    let gpu =
+        GpuUsage { mem_max_mb: 40_960, mem_ave_mb: 36_266, util_max_pct: 100, util_ave_pct: 97 };
+    let usage = Usage { max_rss_kb: 628_748, user_cpu_ms: 10_600, sys_cpu_ms: 900, gpu: Some(gpu) };
+    sim.end_with(1277, ExitStatus::default(), EndCause::Exited, usage, T_START + 20);
+    // 1278: GPUs given, but the node could not read them (no NVML): no GPU entries.
+    sim.submit(JobSpec { gpus_per_node: 1, ..spec("nonvml") }, T_START);
+    sim.start_on_gpu(1278, T_START);
+    let usage = Usage { max_rss_kb: 4, ..Usage::default() };
+    sim.end_with(1278, ExitStatus::default(), EndCause::Exited, usage, T_START + 20);
+    let opts = SacctOpts {
+        format: Some("JobID,AllocTRES,TRESUsageInAve,TRESUsageInMax".into()),
+        parsable: Parsable::NoTrailing,
+        ..sacct_opts()
+    };
+    let expected = lines(&[
+        "JobID|AllocTRES|TRESUsageInAve|TRESUsageInMax",
+        "1277|billing=1,cpu=1,gres/gpu=1,mem=256M,node=1||",
+        "1277.batch|cpu=1,gres/gpu=1,mem=256M,node=1|\
+         cpu=00:00:11,gres/gpumem=36266M,gres/gpuutil=97,mem=628748K|\
+         cpu=00:00:11,gres/gpumem=40G,gres/gpuutil=100,mem=628748K",
+        "1278|billing=1,cpu=1,gres/gpu=1,mem=256M,node=1||",
+        "1278.batch|cpu=1,gres/gpu=1,mem=256M,node=1|cpu=00:00:00,mem=4K|cpu=00:00:00,mem=4K",
+    ]);
+    assert_eq!(sacct(&sim.jobs(), &opts, T_SHOW), expected);
+    // Fixed columns are 14 wide, as Slurm's sacct declares them, and cut like any other.
+    let opts = SacctOpts { format: Some("JobID,TRESUsageInMax".into()), ..sacct_opts() };
+    let expected = lines(&[
+        "JobID        TRESUsageInMax ",
+        "------------ -------------- ",
+        "1277                        ",
+        "1277.batch   cpu=00:00:11,+ ",
+        "1278                        ",
+        "1278.batch   cpu=00:00:00,+ ",
     ]);
     assert_eq!(sacct(&sim.jobs(), &opts, T_SHOW), expected);
 }

@@ -343,12 +343,30 @@ pub struct NodeAlloc {
     pub gpus: Vec<u32>,
 }
 
-/// Resource use measured by the node (`sacct`'s MaxRSS, TotalCPU).
+/// Resource use measured by the node (`sacct`'s MaxRSS, TotalCPU, TRESUsageIn*).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
     pub max_rss_kb: u64,
     pub user_cpu_ms: u64,
     pub sys_cpu_ms: u64,
+    /// What the job's GPUs on its batch node did while it ran; `None` when it had none there
+    /// or the node could not ask them (no NVML driver), or the job ended before a sample.
+    pub gpu: Option<GpuUsage>,
+}
+
+/// GPU use sampled every few seconds while a job ran. Each sample is summed over the job's
+/// GPUs (as Slurm's `gres/gpumem` and `gres/gpuutil`: two GPUs fully busy are 200 %); then
+/// the peak and the mean over the samples are kept.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GpuUsage {
+    /// The most GPU memory in use at once, MiB.
+    pub mem_max_mb: u64,
+    /// GPU memory in use, mean over the samples, MiB.
+    pub mem_ave_mb: u64,
+    /// The highest utilisation seen, percent.
+    pub util_max_pct: u32,
+    /// Utilisation, mean over the samples, percent.
+    pub util_ave_pct: u32,
 }
 
 /// One output file of a finished job, as kept by the controller (the bytes live outside the

@@ -50,6 +50,10 @@ pub struct ClusterOpts {
     pub node_cpus: u32,
     pub node_mem: u64,
     pub node_gpus: Option<u32>,
+    /// `UTIL:MEM` every stand-in GPU reports when sampled.
+    pub node_gpu_fake_usage: Option<String>,
+    /// Seconds between samples of a job's GPUs (`None`: noded's default).
+    pub gpu_sample_every: Option<u64>,
     pub kill_wait: u32,
     /// 1, or 3 or 5 for a Raft group (`chorus up` restarts a controller that dies).
     pub controllers: u32,
@@ -68,6 +72,8 @@ impl Default for ClusterOpts {
             node_cpus: 2,
             node_mem: 4000,
             node_gpus: None,
+            node_gpu_fake_usage: None,
+            gpu_sample_every: None,
             kill_wait: 2,
             controllers: 1,
             snapshot_every: None,
@@ -99,6 +105,12 @@ impl Cluster {
             .args(["--controllers", &o.controllers.to_string()]);
         if let Some(g) = o.node_gpus {
             cmd.args(["--node-gpus", &g.to_string()]);
+        }
+        if let Some(u) = &o.node_gpu_fake_usage {
+            cmd.args(["--node-gpu-fake-usage", u]);
+        }
+        if let Some(s) = o.gpu_sample_every {
+            cmd.args(["--gpu-sample-every", &s.to_string()]);
         }
         if let Some(n) = o.snapshot_every {
             cmd.args(["--snapshot-every", &n.to_string()]);

@@ -281,12 +281,18 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// Also GPU accounting: the two stand-in GPUs report 40 % and 1000 MiB each when sampled,
+/// which sacct shows as 80 % and 2000 MiB for the job that has both. (One GPU cluster for
+/// both checks: two local clusters share the node names, hence the job cgroup paths
+/// `chorus/node1/job_<id>_0`, and a job ending in one kills its namesake in the other.)
 #[test]
-fn gpus_are_allocated_exported_and_refused_beyond_what_nodes_have() {
+fn gpus_are_allocated_exported_accounted_and_refused_beyond_what_nodes_have() {
     let c = Cluster::start(ClusterOpts {
         nodes: 1,
         node_cpus: 4,
         node_gpus: Some(2),
+        node_gpu_fake_usage: Some("40:1000".into()),
+        gpu_sample_every: Some(1),
         ..Default::default()
     });
     let id = c.submit(&[
@@ -296,12 +302,24 @@ fn gpus_are_allocated_exported_and_refused_beyond_what_nodes_have() {
         "--wrap",
         "echo $CUDA_VISIBLE_DEVICES $SLURM_GPUS_ON_NODE",
     ]);
-    let two =
-        c.submit(&["--gpus-per-node=2", "-o", "g2.out", "--wrap", "echo $CUDA_VISIBLE_DEVICES"]);
+    // Long enough for a sample, the first being taken a second after the start.
+    let two = c.submit(&[
+        "--gpus-per-node=2",
+        "-o",
+        "g2.out",
+        "--wrap",
+        "echo $CUDA_VISIBLE_DEVICES; sleep 2.5",
+    ]);
     assert_eq!(c.wait_done(&id.to_string(), MIN), "COMPLETED");
     assert_eq!(c.wait_done(&two.to_string(), MIN), "COMPLETED");
     assert_eq!(std::fs::read_to_string(c.work().join("g1.out")).unwrap(), "0 1\n");
     assert_eq!(std::fs::read_to_string(c.work().join("g2.out")).unwrap(), "0,1\n");
+    let fields = "JobID,TRESUsageInAve,TRESUsageInMax";
+    let acct = stdout(&c.run("sacct", &["-j", &two.to_string(), "-o", fields, "-P", "-n"]));
+    let step = acct.lines().find(|l| l.starts_with(&format!("{two}.batch|"))).unwrap_or_default();
+    let gpu = "gres/gpumem=2000M,gres/gpuutil=80,mem=";
+    assert_eq!(step.matches(gpu).count(), 2, "Ave and Max: {acct}");
+    assert!(acct.starts_with(&format!("{two}||\n")), "nothing on the job line: {acct}");
     let o = c.run("sbatch", &["--gres=gpu:3", "--wrap", "true"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("Requested node configuration is not available"), "{}", stderr(&o));

@@ -32,6 +32,7 @@ pub struct AgentConfig {
     pub controllers: Vec<String>,
     pub cpus: u32,
     pub mem_mb: u64,
+    /// Also what the runner samples for accounting (`runner.gpu_accounting`).
     pub gpus: Arc<dyn GpuInventory>,
     pub heartbeat: Duration,
     pub runner: RunnerConfig,
@@ -382,6 +383,7 @@ fn report(node: &str, f: &Finished) -> pn::JobReport {
         max_rss_kb: f.usage.max_rss_kb,
         user_cpu_ms: f.usage.user_cpu_ms,
         sys_cpu_ms: f.usage.sys_cpu_ms,
+        gpu: f.usage.gpu.as_ref().map(Into::into),
         outputs: f
             .outputs
             .iter()

@@ -1,9 +1,13 @@
 //! What this node has: CPUs and memory from the OS, GPUs from NVML (or stand-ins), each
-//! overridable as Slurm's `SlurmdParameters=config_overrides` allows.
+//! overridable as Slurm's `SlurmdParameters=config_overrides` allows; and what its GPUs are
+//! doing now, for accounting (gpuacct.rs).
 
 use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use chorus_core::node::GpuInfo;
+use nvml_wrapper::Nvml;
 use tracing::warn;
 
 /// The source of a node's GPU list. The real one asks NVML; tests use stand-ins.
@@ -12,6 +16,19 @@ pub trait GpuInventory: Send + Sync {
     fn gpus(&self) -> Vec<GpuInfo>;
     /// The device node of each GPU, by index: what the device cgroup allows or denies.
     fn devices(&self) -> Vec<(u32, PathBuf)>;
+    /// What each GPU of `indices` is doing now, in that order. `None` when that cannot be read
+    /// (no NVML driver, an index this node does not have): the caller skips the sample.
+    fn sample(&self, indices: &[u32]) -> Option<Vec<GpuSample>>;
+}
+
+/// One GPU at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GpuSample {
+    pub index: u32,
+    /// Percent of the last sample period in which a kernel ran (NVML's `utilization.gpu`).
+    pub util_pct: u32,
+    /// Memory in use on the device, MiB.
+    pub mem_used_mb: u64,
 }
 
 /// A GPU's device node as the kernel numbers it.
@@ -42,7 +59,13 @@ pub fn gpu_devices(inv: &dyn GpuInventory) -> Result<Vec<GpuDevice>, String> {
 /// GPUs as NVIDIA's management library reports them. Without a driver the list is empty and
 /// the reason is logged once.
 #[derive(Debug, Default)]
-pub struct NvmlInventory;
+pub struct NvmlInventory {
+    /// Opened by the first sample and kept (`None`: no driver): NVML's start is too slow to
+    /// repeat every few seconds for every job.
+    nvml: OnceLock<Option<Nvml>>,
+    /// A sample has failed and said why; later failures are not logged.
+    sample_failed: AtomicBool,
+}
 
 impl GpuInventory for NvmlInventory {
     fn name(&self) -> &'static str {
@@ -70,6 +93,38 @@ impl GpuInventory for NvmlInventory {
             })
             .collect()
     }
+
+    /// NVML's `utilization.gpu` and the memory the device has in use (`memory_info().used`,
+    /// which includes what the driver sets aside).
+    fn sample(&self, indices: &[u32]) -> Option<Vec<GpuSample>> {
+        let nvml = self
+            .nvml
+            .get_or_init(|| match Nvml::init() {
+                Ok(n) => Some(n),
+                Err(e) => {
+                    warn!(error = %e, "NVML unavailable: GPU use is not recorded");
+                    None
+                }
+            })
+            .as_ref()?;
+        let read = |index: u32| -> Result<GpuSample, nvml_wrapper::error::NvmlError> {
+            let d = nvml.device_by_index(index)?;
+            Ok(GpuSample {
+                index,
+                util_pct: d.utilization_rates()?.gpu,
+                mem_used_mb: d.memory_info()?.used / (1024 * 1024),
+            })
+        };
+        match indices.iter().map(|&i| read(i)).collect() {
+            Ok(s) => Some(s),
+            Err(e) => {
+                if !self.sample_failed.swap(true, Ordering::Relaxed) {
+                    warn!(error = %e, ?indices, "GPU use unreadable: samples skipped (logged once)");
+                }
+                None
+            }
+        }
+    }
 }
 
 fn nvml_gpus() -> Result<Vec<GpuInfo>, nvml_wrapper::error::NvmlError> {
@@ -95,6 +150,29 @@ pub struct FakeInventory {
     pub count: u32,
     pub model: String,
     pub devices: Option<PathBuf>,
+    /// What every stand-in GPU reports when sampled; `None`: nothing, as NVML without a driver.
+    pub usage: Option<FakeUsage>,
+}
+
+/// The fixed use a stand-in GPU reports (`--node-gpu-fake-usage UTIL:MEM`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FakeUsage {
+    pub util_pct: u32,
+    pub mem_used_mb: u64,
+}
+
+impl FakeUsage {
+    /// `UTIL:MEM`: percent (0-100) and MiB, e.g. `40:1000`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let bad = || format!("`{s}`: expected UTIL:MEM, percent (0-100) and MiB, e.g. 40:1000");
+        let (util, mem) = s.split_once(':').ok_or_else(bad)?;
+        let util_pct: u32 = util.parse().map_err(|_| bad())?;
+        let mem_used_mb = mem.parse().map_err(|_| bad())?;
+        if util_pct > 100 {
+            return Err(bad());
+        }
+        Ok(Self { util_pct, mem_used_mb })
+    }
 }
 
 impl GpuInventory for FakeInventory {
@@ -116,6 +194,20 @@ impl GpuInventory for FakeInventory {
     fn devices(&self) -> Vec<(u32, PathBuf)> {
         let Some(dir) = &self.devices else { return vec![] };
         (0..self.count).map(|i| (i, dir.join(format!("fakegpu{i}")))).collect()
+    }
+
+    fn sample(&self, indices: &[u32]) -> Option<Vec<GpuSample>> {
+        let u = self.usage?;
+        indices
+            .iter()
+            .map(|&index| {
+                (index < self.count).then_some(GpuSample {
+                    index,
+                    util_pct: u.util_pct,
+                    mem_used_mb: u.mem_used_mb,
+                })
+            })
+            .collect()
     }
 }
 
@@ -163,13 +255,78 @@ mod tests {
     #[test]
     fn nvml_without_a_driver_gives_no_gpus_and_does_not_panic() {
         // On machines without the NVIDIA driver this is the path taken; with one, GPUs appear.
-        let gpus = NvmlInventory.gpus();
+        let gpus = NvmlInventory::default().gpus();
         assert!(gpus.iter().all(|g| !g.uuid.is_empty()));
+    }
+
+    fn fake(count: u32, usage: Option<FakeUsage>) -> FakeInventory {
+        FakeInventory { count, model: "A100".into(), devices: None, usage }
     }
 
     #[test]
     fn stand_in_gpus_have_distinct_indices() {
-        let g = FakeInventory { count: 3, model: "A100".into(), devices: None }.gpus();
+        let g = fake(3, None).gpus();
         assert_eq!(g.iter().map(|g| g.index).collect::<Vec<_>>(), vec![0, 1, 2]);
+    }
+
+    /// What every inventory must do, whatever its GPUs.
+    fn conforms(inv: &dyn GpuInventory) {
+        let gpus = inv.gpus();
+        let indices: Vec<u32> = gpus.iter().map(|g| g.index).collect();
+        let distinct: std::collections::BTreeSet<_> = indices.iter().collect();
+        assert_eq!(distinct.len(), indices.len(), "{}: GPU indices repeat", inv.name());
+        for (i, _) in inv.devices() {
+            assert!(indices.contains(&i), "{}: device for unknown GPU {i}", inv.name());
+        }
+        if let Some(s) = inv.sample(&indices) {
+            assert_eq!(s.iter().map(|s| s.index).collect::<Vec<_>>(), indices, "{}", inv.name());
+            for (s, g) in s.iter().zip(&gpus) {
+                assert!(s.util_pct <= 100, "{}: {s:?}", inv.name());
+                assert!(s.mem_used_mb <= g.memory_mb, "{}: {s:?} of {g:?}", inv.name());
+            }
+        }
+        let missing = indices.iter().max().map_or(0, |m| m + 1);
+        assert_eq!(inv.sample(&[missing]), None, "{}: a GPU it does not have", inv.name());
+    }
+
+    #[test]
+    fn every_inventory_conforms() {
+        conforms(&NvmlInventory::default());
+        conforms(&fake(0, None));
+        conforms(&fake(2, None));
+        conforms(&fake(2, Some(FakeUsage { util_pct: 40, mem_used_mb: 1000 })));
+    }
+
+    #[test]
+    fn stand_ins_report_their_fixed_use_or_nothing() {
+        let u = FakeUsage { util_pct: 40, mem_used_mb: 1000 };
+        let s = fake(4, Some(u)).sample(&[1, 3]).expect("configured");
+        assert_eq!(
+            s,
+            [
+                GpuSample { index: 1, util_pct: 40, mem_used_mb: 1000 },
+                GpuSample { index: 3, util_pct: 40, mem_used_mb: 1000 },
+            ]
+        );
+        assert_eq!(fake(4, None).sample(&[1]), None);
+    }
+
+    #[test]
+    fn nvml_without_a_driver_samples_nothing() {
+        // With a driver and GPU 0 present, a sample of it is read instead.
+        let inv = NvmlInventory::default();
+        if inv.gpus().is_empty() {
+            assert_eq!(inv.sample(&[0]), None);
+            assert_eq!(inv.sample(&[0]), None, "and again, without retrying NVML");
+        }
+    }
+
+    #[test]
+    fn fake_usage_flag_is_util_colon_mib() {
+        assert_eq!(FakeUsage::parse("40:1000"), Ok(FakeUsage { util_pct: 40, mem_used_mb: 1000 }));
+        assert_eq!(FakeUsage::parse("0:0"), Ok(FakeUsage { util_pct: 0, mem_used_mb: 0 }));
+        for bad in ["101:5", "40", "40:", ":5", "a:b", "40:1G"] {
+            assert!(FakeUsage::parse(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -7,13 +7,15 @@
 //!   heartbeat every few seconds ───────────▶ ctld (re-register when it forgets us)
 //!   Assignments stream ──▶ reconcile by (job, attempt):
 //!        new launch ──▶ runner: user, cgroup ──▶ stepd: namespaces ──▶ script
-//!                       wait4 ──▶ report (+ outputs)
+//!                       GPU samples every few seconds (gpuacct.rs)
+//!                       wait4 ──▶ report (+ outputs, usage)
 //!        stop flag  ──▶ SIGTERM, KillWait, SIGKILL
 //!        signal     ──▶ kill(pgid, sig)
 //! ```
 
 pub mod agent;
 pub mod cgroup;
+pub mod gpuacct;
 pub mod health;
 pub mod inventory;
 pub mod isolation;

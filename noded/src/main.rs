@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use chorus_noded::agent::{AgentConfig, run};
 use chorus_noded::cgroup::{self, CgroupConfig};
+use chorus_noded::gpuacct::GpuAccounting;
 use chorus_noded::health::HealthConfig;
-use chorus_noded::inventory::{self, FakeInventory, GpuInventory, NvmlInventory};
+use chorus_noded::inventory::{self, FakeInventory, FakeUsage, GpuInventory, NvmlInventory};
 use chorus_noded::runner::RunnerConfig;
 use chorus_noded::users::{self, JobUserMode, JobUsers};
 use clap::Parser;
@@ -42,6 +43,13 @@ struct Args {
     /// device cgroup isolates them as it would real ones.
     #[arg(long)]
     node_gpu_devices: Option<PathBuf>,
+    /// What every stand-in GPU reports when sampled for accounting: `UTIL:MEM`, percent and
+    /// MiB (default: nothing, as a node without the NVIDIA driver).
+    #[arg(long, value_parser = FakeUsage::parse)]
+    node_gpu_fake_usage: Option<FakeUsage>,
+    /// Seconds between samples of a running job's GPUs for accounting (0: no GPU accounting).
+    #[arg(long, default_value_t = 5)]
+    gpu_sample_every: u64,
     /// Seconds between heartbeats.
     #[arg(long, default_value_t = 5)]
     heartbeat: u64,
@@ -114,11 +122,18 @@ fn main() -> anyhow::Result<()> {
         None => nix::unistd::gethostname()?.to_string_lossy().into_owned(),
     };
     let gpus: Arc<dyn GpuInventory> = match a.node_gpus {
-        Some(count) => {
-            Arc::new(FakeInventory { count, model: a.node_gpu_model, devices: a.node_gpu_devices })
-        }
-        None => Arc::new(NvmlInventory),
+        Some(count) => Arc::new(FakeInventory {
+            count,
+            model: a.node_gpu_model,
+            devices: a.node_gpu_devices,
+            usage: a.node_gpu_fake_usage,
+        }),
+        None => Arc::new(NvmlInventory::default()),
     };
+    let gpu_accounting = (a.gpu_sample_every > 0).then(|| GpuAccounting {
+        inventory: Arc::clone(&gpus),
+        every: Duration::from_secs(a.gpu_sample_every),
+    });
     std::fs::create_dir_all(&a.state_dir)?;
     let mut controllers = a.controllers;
     if controllers.is_empty() {
@@ -198,6 +213,7 @@ fn main() -> anyhow::Result<()> {
             namespaces,
             users: JobUsers::new(a.job_user, a.job_uids),
             oci_runtime,
+            gpu_accounting,
             ..RunnerConfig::new(name.clone(), a.state_dir, stepd)
         },
         health,

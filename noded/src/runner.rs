@@ -12,7 +12,8 @@
 //!       namespaces (isolation.rs): mount, IPC, UTS, PID, network as the partition says
 //!       exec script args as the job's user; a launch error comes back on a second pipe
 //!   wait4 on a blocking thread ──┬── deadline  → "*** ... DUE TO TIME LIMIT ***", TERM, KILL
-//!                                └── stop      → "*** ... CANCELLED AT ... ***", TERM, KILL
+//!                                ├── stop      → "*** ... CANCELLED AT ... ***", TERM, KILL
+//!                                └── GPU tick  → sample the job's GPUs (gpuacct.rs)
 //!   end: usage and OOM kills from the cgroup (OUT_OF_MEMORY, Slurm's message), leftovers
 //!        killed, cgroup removed
 //! ```
@@ -31,6 +32,7 @@ use chorus_core::launch::LaunchSpec;
 use chorus_core::state::Network;
 
 use crate::cgroup::{CgroupConfig, JobCgroup};
+use crate::gpuacct::{GpuAccounting, GpuTally};
 use crate::oci;
 use crate::stepd::{self, StepPlan};
 use crate::users::{JobUser, JobUsers};
@@ -56,10 +58,13 @@ pub struct RunnerConfig {
     pub users: JobUsers,
     /// The OCI runtime for `--container` jobs (crun); `None`: such jobs fail to launch.
     pub oci_runtime: Option<PathBuf>,
+    /// Sample the GPUs of jobs that have some (gpuacct.rs); `None`: GPU use is not recorded.
+    pub gpu_accounting: Option<GpuAccounting>,
 }
 
 impl RunnerConfig {
-    /// No cgroups, no namespaces, users as `--job-user auto`, 16 MB of output sent back.
+    /// No cgroups, no namespaces, users as `--job-user auto`, 16 MB of output sent back, no
+    /// GPU accounting.
     pub fn new(
         node_name: impl Into<String>,
         state_dir: impl Into<PathBuf>,
@@ -74,6 +79,7 @@ impl RunnerConfig {
             stepd,
             users: JobUsers::default(),
             oci_runtime: None,
+            gpu_accounting: None,
         }
     }
 }
@@ -199,9 +205,21 @@ pub async fn run(
         tokio::time::Instant::now() + Duration::from_secs(s.saturating_sub(elapsed))
     });
     let mut cause = EndCause::Exited;
+    let mut gpu_ticks = cfg.gpu_accounting.as_ref().filter(|_| !l.gpus.is_empty()).map(|a| {
+        let mut t = tokio::time::interval_at(tokio::time::Instant::now() + a.every, a.every);
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        (t, a)
+    });
+    let mut gpu_tally = GpuTally::default();
     let status = loop {
         tokio::select! {
             r = &mut waiter => break r.unwrap_or((0, Default::default())),
+            acct = gpu_tick(&mut gpu_ticks) => {
+                let (inv, gpus) = (Arc::clone(&acct.inventory), l.gpus.clone());
+                if let Ok(Some(s)) = tokio::task::spawn_blocking(move || inv.sample(&gpus)).await {
+                    gpu_tally.add(&s);
+                }
+            }
             _ = sleep_until(deadline), if cause == EndCause::Exited => {
                 cause = EndCause::TimeLimit;
                 stepd_message(&p, &l, &cfg.node_name, " DUE TO TIME LIMIT");
@@ -222,7 +240,7 @@ pub async fn run(
     let (raw, usage) = status;
     fin.exit = decode_wait_status(raw);
     fin.cause = cause;
-    fin.usage = usage;
+    fin.usage = Usage { gpu: gpu_tally.usage(), ..usage };
     if let Some(cg) = cgroup {
         let u = cg.usage();
         // The cgroup saw every process of the job, not only those the script waited for.
@@ -496,6 +514,19 @@ fn oom_message(p: &Paths, l: &LaunchSpec, node: &str, kills: u64) {
     }
 }
 
+/// The next time to sample the job's GPUs, or never when they are not sampled.
+async fn gpu_tick<'a>(
+    ticks: &mut Option<(tokio::time::Interval, &'a GpuAccounting)>,
+) -> &'a GpuAccounting {
+    match ticks {
+        Some((t, acct)) => {
+            t.tick().await;
+            acct
+        }
+        None => std::future::pending().await,
+    }
+}
+
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
@@ -532,6 +563,7 @@ fn wait4(pid: i32) -> (i32, Usage) {
             max_rss_kb: ru.ru_maxrss as u64,
             user_cpu_ms: ms(ru.ru_utime),
             sys_cpu_ms: ms(ru.ru_stime),
+            gpu: None,
         },
     )
 }

@@ -167,7 +167,8 @@ fn stand_in_gpus(dir: &Path, test: &str) -> Option<(PathBuf, Vec<GpuDevice>)> {
         eprintln!("SKIP {test}: stand-in device nodes cannot be opened here (nodev mount?): {e}");
         return None;
     }
-    let inv = FakeInventory { count: 2, model: "fake".into(), devices: Some(devs.clone()) };
+    let inv =
+        FakeInventory { count: 2, model: "fake".into(), devices: Some(devs.clone()), usage: None };
     Some((devs, gpu_devices(&inv).unwrap()))
 }
 
@@ -631,7 +632,8 @@ async fn the_health_check_fails_when_job_cgroups_cannot_be_made() {
             state_dir: dir.path().to_owned(),
             cgroups: Some(cgroups),
         };
-        let gpus = Arc::new(FakeInventory { count: 0, model: "t".into(), devices: None });
+        let gpus =
+            Arc::new(FakeInventory { count: 0, model: "t".into(), devices: None, usage: None });
         Arc::new(Checker::new(hc, gpus, 0))
     };
     let good = cfg.cgroups.clone().unwrap();

@@ -129,6 +129,9 @@ impl GpuInventory for Gpus {
     fn devices(&self) -> Vec<(u32, PathBuf)> {
         vec![]
     }
+    fn sample(&self, _: &[u32]) -> Option<Vec<chorus_noded::inventory::GpuSample>> {
+        None
+    }
 }
 
 fn config(state_dir: &Path, min_free_mb: u64, program: Option<PathBuf>) -> HealthConfig {

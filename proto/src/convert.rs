@@ -1,7 +1,7 @@
 //! `TryFrom` conversions: wire → domain, naming the field that was refused.
 
 use chorus_core::fsm::{EndCause, JobReport, NodeRegistration};
-use chorus_core::job::{ExitStatus, JobSpec, MemRequest, OutputFile, Usage};
+use chorus_core::job::{ExitStatus, GpuUsage, JobSpec, MemRequest, OutputFile, Usage};
 use chorus_core::launch::LaunchSpec;
 use chorus_core::node::{GpuInfo, Health, NodeResources, check_health_problem};
 use chorus_core::slurm::array::parse_array_spec;
@@ -157,6 +157,9 @@ impl From<&JobSpec> for pb::JobSpec {
 
 const MAX_NAME: usize = 255;
 
+/// GPUs one node may declare.
+const MAX_GPUS: usize = 64;
+
 fn node_name(field: &'static str, n: &str) -> Result<(), WireError> {
     let ok = !n.is_empty()
         && n.len() <= MAX_NAME
@@ -175,8 +178,8 @@ impl TryFrom<pn::RegisterRequest> for NodeRegistration {
         if p.mem_mb == 0 {
             return Err(bad("mem_mb", "must be positive"));
         }
-        if p.gpus.len() > 64 {
-            return Err(bad("gpus", "at most 64 GPUs per node"));
+        if p.gpus.len() > MAX_GPUS {
+            return Err(bad("gpus", format!("at most {MAX_GPUS} GPUs per node")));
         }
         let mut seen = std::collections::BTreeSet::new();
         if !p.gpus.iter().all(|g| seen.insert(g.index)) {
@@ -303,10 +306,57 @@ impl TryFrom<pn::JobReport> for ReportWithOutputs {
                 max_rss_kb: p.max_rss_kb,
                 user_cpu_ms: p.user_cpu_ms,
                 sys_cpu_ms: p.sys_cpu_ms,
+                gpu: p.gpu.map(GpuUsage::try_from).transpose()?,
             },
             outputs,
         };
         Ok((report, data))
+    }
+}
+
+/// Most memory one GPU is believed to have, MiB (1 TiB; today's largest have under 300 GB).
+const MAX_GPU_MEM_MB: u64 = 1 << 20;
+
+impl TryFrom<pn::GpuUsage> for GpuUsage {
+    type Error = WireError;
+
+    /// Sums over at most [`MAX_GPUS`] GPUs, means no larger than peaks.
+    fn try_from(p: pn::GpuUsage) -> Result<Self, WireError> {
+        if p.util_max_pct > 100 * MAX_GPUS as u32 {
+            return Err(bad(
+                "gpu.util_max_pct",
+                format!("at most 100 % for each of {MAX_GPUS} GPUs"),
+            ));
+        }
+        if p.util_ave_pct > p.util_max_pct {
+            return Err(bad("gpu.util_ave_pct", "the mean exceeds the peak"));
+        }
+        if p.mem_max_mb > MAX_GPU_MEM_MB * MAX_GPUS as u64 {
+            return Err(bad(
+                "gpu.mem_max_mb",
+                format!("at most 1 TiB for each of {MAX_GPUS} GPUs"),
+            ));
+        }
+        if p.mem_ave_mb > p.mem_max_mb {
+            return Err(bad("gpu.mem_ave_mb", "the mean exceeds the peak"));
+        }
+        Ok(GpuUsage {
+            mem_max_mb: p.mem_max_mb,
+            mem_ave_mb: p.mem_ave_mb,
+            util_max_pct: p.util_max_pct,
+            util_ave_pct: p.util_ave_pct,
+        })
+    }
+}
+
+impl From<&GpuUsage> for pn::GpuUsage {
+    fn from(g: &GpuUsage) -> Self {
+        pn::GpuUsage {
+            mem_max_mb: g.mem_max_mb,
+            mem_ave_mb: g.mem_ave_mb,
+            util_max_pct: g.util_max_pct,
+            util_ave_pct: g.util_ave_pct,
+        }
     }
 }
 
@@ -399,6 +449,8 @@ pub fn decode_bincode<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, Wir
 
 #[cfg(test)]
 mod tests {
+    use prost::Message;
+
     use super::*;
 
     fn req(name: &str, problem: Option<&str>) -> pn::HealthRequest {
@@ -428,5 +480,64 @@ mod tests {
         for h in [Health::Healthy, Health::Unhealthy("no /scratch".into())] {
             assert_eq!(Health::try_from(pn::Health::from(&h)).unwrap(), h);
         }
+    }
+
+    fn report(gpu: Option<pn::GpuUsage>) -> pn::JobReport {
+        pn::JobReport {
+            node: "node1".into(),
+            job_id: 7,
+            attempt: 0,
+            max_rss_kb: 208,
+            user_cpu_ms: 1500,
+            sys_cpu_ms: 20,
+            gpu,
+            ..Default::default()
+        }
+    }
+
+    /// Core → wire → bytes → wire → core.
+    fn round_trip(p: pn::JobReport) -> Result<JobReport, WireError> {
+        let bytes = p.encode_to_vec();
+        let p = pn::JobReport::decode(bytes.as_slice()).expect("decodes");
+        ReportWithOutputs::try_from(p).map(|(r, _)| r)
+    }
+
+    #[test]
+    fn gpu_usage_survives_the_wire() {
+        let g = GpuUsage {
+            mem_max_mb: 36_266,
+            mem_ave_mb: 30_000,
+            util_max_pct: 200,
+            util_ave_pct: 150,
+        };
+        let r = round_trip(report(Some((&g).into()))).expect("valid");
+        assert_eq!(
+            r.usage,
+            Usage { max_rss_kb: 208, user_cpu_ms: 1500, sys_cpu_ms: 20, gpu: Some(g) }
+        );
+    }
+
+    #[test]
+    fn a_report_without_gpu_usage_has_none() {
+        // Also what a node built before the field existed sends.
+        let r = round_trip(report(None)).expect("valid");
+        assert_eq!(r.usage.gpu, None);
+        assert_eq!(r.usage.max_rss_kb, 208);
+    }
+
+    #[test]
+    fn impossible_gpu_usage_is_refused_naming_the_field() {
+        let ok =
+            pn::GpuUsage { mem_max_mb: 1000, mem_ave_mb: 500, util_max_pct: 100, util_ave_pct: 50 };
+        let field = |g: pn::GpuUsage| round_trip(report(Some(g))).map(|_| ()).map_err(|e| e.field);
+        assert_eq!(field(ok), Ok(()));
+        assert_eq!(field(pn::GpuUsage { util_ave_pct: 101, ..ok }), Err("gpu.util_ave_pct"));
+        assert_eq!(field(pn::GpuUsage { mem_ave_mb: 1001, ..ok }), Err("gpu.mem_ave_mb"));
+        assert_eq!(
+            field(pn::GpuUsage { util_max_pct: 6401, util_ave_pct: 0, ..ok }),
+            Err("gpu.util_max_pct")
+        );
+        assert_eq!(field(pn::GpuUsage { util_max_pct: 6400, ..ok }), Ok(()));
+        assert_eq!(field(pn::GpuUsage { mem_max_mb: u64::MAX, ..ok }), Err("gpu.mem_max_mb"));
     }
 }

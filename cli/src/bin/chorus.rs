@@ -75,6 +75,13 @@ struct UpArgs {
     /// Stand-in GPUs each node declares.
     #[arg(long)]
     node_gpus: Option<u32>,
+    /// What every stand-in GPU reports when sampled for accounting: `UTIL:MEM`, percent and
+    /// MiB (noded's flag of the same name).
+    #[arg(long)]
+    node_gpu_fake_usage: Option<String>,
+    /// Seconds between samples of a job's GPUs (noded's flag of the same name).
+    #[arg(long)]
+    gpu_sample_every: Option<u64>,
     #[arg(long, default_value = "chorus")]
     cluster_name: String,
     /// Seconds between SIGTERM and SIGKILL when a job is stopped (Slurm's KillWait).
@@ -305,6 +312,8 @@ fn up(a: UpArgs) -> anyhow::Result<()> {
             ("--node-cpus", a.node_cpus.map(|v| v.to_string())),
             ("--node-mem", a.node_mem.map(|v| v.to_string())),
             ("--node-gpus", a.node_gpus.map(|v| v.to_string())),
+            ("--node-gpu-fake-usage", a.node_gpu_fake_usage.clone()),
+            ("--gpu-sample-every", a.gpu_sample_every.map(|v| v.to_string())),
         ] {
             if let Some(v) = v {
                 args.extend([flag.to_owned(), v]);

@@ -16,10 +16,21 @@
 //! * steps show no `Partition`, `User`, `DerivedExitCode`, `ReqMem`; the job line no
 //!   `MaxRSS`; `MaxRSS` is in kilobytes with a `K` (`9696K`, `0`);
 //! * no `.extern` step: the reference cluster did not create one, and neither does Chorus.
+//! * `TRESUsageInAve`/`TRESUsageInMax` (`sacct -l`): empty on the job line; on the step,
+//!   `name=value` sorted by name, CPU time as `HH:MM:SS`, sizes in bytes with a unit
+//!   (`mem=0`, `vmem=4K`).
+//!
+//! From Slurm's sources and documentation rather than a capture: the GPU entries
+//! `gres/gpumem=36266M,gres/gpuutil=100` (Slurm 23.02 and later, with `gres/gpu` accounted
+//! and NVML; 22.05 has no such TRES), and the unit rule of those sizes, [`exact_units`].
+//! Chorus prints only the usage TRES it measures: `cpu`, `mem` and, for jobs whose GPUs
+//! were sampled, `gres/gpumem` and `gres/gpuutil`; Slurm also prints `energy`, `fs/disk`,
+//! `pages` and `vmem`. Its `Ave` of a one-task step is the last sample; Chorus's is the mean
+//! of the samples (memory is the peak in both, as only the peak RSS is kept).
 //!
 //! Assumed: the default widths of the fields the captures do not show in fixed columns (see
-//! [`FIELDS`]), `TotalCPU`'s `MM:SS.mmm` form, who cancelled a job (the controller does not
-//! record it yet: the job's owner is printed).
+//! [`FIELDS`]; `TRESUsageIn*` from Slurm's sources), `TotalCPU`'s `MM:SS.mmm` form, who
+//! cancelled a job (the controller does not record it yet: the job's owner is printed).
 
 use chorus_core::job::{Job, JobState};
 use chorus_core::slurm::mem::format_mem_mb;
@@ -120,6 +131,8 @@ pub const FIELDS: &[(&str, usize)] = &[
     ("Timelimit", 10),
     ("TimelimitRaw", 10),
     ("TotalCPU", 10),
+    ("TRESUsageInAve", 14),
+    ("TRESUsageInMax", 14),
     ("UID", 6),
     ("User", 9),
     ("UserCPU", 10),
@@ -246,6 +259,42 @@ fn tres(job: &Job, cpus: u32, mem_mb: u64, nodes: u32, billing: bool) -> String 
     parts.join(",")
 }
 
+/// A count as sacct prints usage TRES (Slurm's `convert_num_unit` with
+/// `CONVERT_NUM_UNIT_EXACT`): divided by 1024 while it is at least 1024 and a multiple of 512,
+/// each time one unit up (`K`, `M`, `G`, `T`, `P`); a half unit prints with two decimals
+/// (`1.50G`). `208 * 1024` is `208K`, `36266 << 20` is `36266M`, `100` is `100`.
+pub fn exact_units(n: u64) -> String {
+    const UNITS: [&str; 7] = ["", "K", "M", "G", "T", "P", "?"];
+    if n == 0 {
+        return "0".into();
+    }
+    let mut num = n as f64;
+    let mut unit = 0;
+    while num >= 1024.0 && (num as u64).is_multiple_of(512) {
+        num /= 1024.0;
+        unit += 1;
+    }
+    let unit = UNITS[unit.min(UNITS.len() - 1)];
+    if num.fract() == 0.0 { format!("{}{unit}", num as u64) } else { format!("{num:.2}{unit}") }
+}
+
+/// The batch step's `TRESUsageInMax` (`max`) or `TRESUsageInAve`: see the module docs.
+fn tres_usage_in(job: &Job, max: bool) -> String {
+    let u = &job.usage;
+    let mut parts = vec![
+        format!("cpu={}", format_duration_hms((u.user_cpu_ms + u.sys_cpu_ms) / 1000)),
+        format!("mem={}", exact_units(u.max_rss_kb.saturating_mul(1024))),
+    ];
+    if let Some(g) = u.gpu {
+        let (mem_mb, util) =
+            if max { (g.mem_max_mb, g.util_max_pct) } else { (g.mem_ave_mb, g.util_ave_pct) };
+        parts.push(format!("gres/gpumem={}", exact_units(mem_mb.saturating_mul(1 << 20))));
+        parts.push(format!("gres/gpuutil={}", exact_units(u64::from(util))));
+    }
+    parts.sort();
+    parts.join(",")
+}
+
 /// The uid that cancelled a job. The controller does not keep it yet; the owner is the likely
 /// one (only the owner or root may cancel).
 fn cancelled_by(job: &Job) -> u32 {
@@ -346,6 +395,8 @@ fn batch_value(field: &str, row: &JobRow<'_>, opts: &SacctOpts, now: u64) -> Str
         "State" => batch_state(job).into(),
         "SystemCPU" => cpu_time(job.usage.sys_cpu_ms),
         "TotalCPU" => cpu_time(job.usage.user_cpu_ms + job.usage.sys_cpu_ms),
+        "TRESUsageInAve" => tres_usage_in(job, false),
+        "TRESUsageInMax" => tres_usage_in(job, true),
         "UserCPU" => cpu_time(job.usage.user_cpu_ms),
         _ => String::new(),
     }
@@ -370,6 +421,23 @@ mod tests {
             [("JobID", 12), ("JobName", 20)]
         );
         assert_eq!(parse_fields("Bogus"), Err(UnknownField("Bogus".into())));
+    }
+
+    #[test]
+    fn usage_sizes_move_up_a_unit_only_while_exact() {
+        // Observed: `mem=0`, `vmem=4K`; Slurm's documentation: `gres/gpumem=36266M`,
+        // `mem=628748K`, `gres/gpuutil=100`.
+        assert_eq!(exact_units(0), "0");
+        assert_eq!(exact_units(4096), "4K");
+        assert_eq!(exact_units(36_266 << 20), "36266M");
+        assert_eq!(exact_units(628_748 * 1024), "628748K");
+        assert_eq!(exact_units(100), "100");
+        assert_eq!(exact_units(1023), "1023");
+        assert_eq!(exact_units(1024 << 20), "1G");
+        assert_eq!(exact_units(1536 << 20), "1.50G", "half units are exact enough");
+        assert_eq!(exact_units(1025), "1025", "not a multiple of 512");
+        assert_eq!(exact_units(1 << 50), "1P");
+        assert_eq!(exact_units(1 << 63), "8?", "past P, as Slurm's UNIT_UNKNOWN");
     }
 
     #[test]
