@@ -14,8 +14,11 @@
 //!            mounts       the bundle's, but for bind mounts (they would name host paths
 //!                         with root's rights) and its /tmp and /dev/shm, which become the
 //!                         job's private ones
-//!            namespaces   pid, ipc, uts, mount; the network is the one stepd set up
-//!                         for the partition
+//!            namespaces   pid, ipc, uts, mount; the network is the one stepd set up for
+//!                         the partition. The script is the container's PID 1, as in Docker
+//!                         and Slurm's crun: whatever it leaves behind ends with it (crun
+//!                         would otherwise wait for it), and it gets scancel's SIGTERM only
+//!                         if it traps it, else the SIGKILL after KillWait
 //!            dropped      hooks (they run on the host as root), cgroupsPath and resources
 //!                         (the job's cgroup is noded's), devices, sysctl, uid mappings
 //!   stepd  its namespaces as for any job, then the overlay; the task execs, as root,
@@ -167,6 +170,59 @@ pub fn job_config(mut config: Value, job: &JobInContainer) -> Result<Value, Stri
     Ok(config)
 }
 
+/// A bundle as a user would make one, for tests and an operator's smoke check: a busybox
+/// root filesystem (Debian's busybox-static) and the config.json `crun spec` writes. The
+/// error says what is missing; `scripts/deps.sh` installs both.
+pub fn busybox_bundle(dir: &Path, crun: &Path) -> Result<PathBuf, String> {
+    let busybox = Path::new("/bin/busybox");
+    if !busybox.is_file() {
+        return Err("no /bin/busybox (Debian's busybox-static)".into());
+    }
+    let io = |e: std::io::Error| e.to_string();
+    let bundle = dir.join("bundle");
+    let rootfs = bundle.join("rootfs");
+    for d in ["bin", "proc", "dev", "sys", "tmp", "etc"] {
+        std::fs::create_dir_all(rootfs.join(d)).map_err(io)?;
+    }
+    std::fs::copy(busybox, rootfs.join("bin/busybox")).map_err(io)?;
+    let list = std::process::Command::new(busybox).arg("--list").output().map_err(io)?;
+    for applet in String::from_utf8_lossy(&list.stdout).lines().filter(|a| *a != "busybox") {
+        std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).map_err(io)?;
+    }
+    std::fs::write(rootfs.join("etc/os-release"), "ID=busybox-bundle\n").map_err(io)?;
+    let spec = std::process::Command::new(crun).arg("spec").current_dir(&bundle).output();
+    match spec {
+        Ok(o) if o.status.success() => Ok(bundle),
+        Ok(o) => Err(format!("crun spec failed: {}", String::from_utf8_lossy(&o.stderr))),
+        Err(e) => Err(format!("{}: {e}", crun.display())),
+    }
+}
+
+/// Whether this kernel mounts overlays, which container jobs need: tried in a throwaway
+/// mount namespace (util-linux's `unshare`).
+pub fn overlay_usable(scratch: &Path) -> Result<(), String> {
+    let d = |n: &str| scratch.join(n);
+    for n in ["lower", "upper", "work", "merged"] {
+        std::fs::create_dir_all(d(n)).map_err(|e| e.to_string())?;
+    }
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        d("lower").display(),
+        d("upper").display(),
+        d("work").display()
+    );
+    let out = std::process::Command::new("unshare")
+        .args(["-m", "mount", "-t", "overlay", "overlay", "-o", &opts])
+        .arg(d("merged"))
+        .output()
+        .map_err(|e| format!("unshare: {e}"))?;
+    let _ = std::fs::remove_dir_all(scratch);
+    match out.status.success() {
+        true => Ok(()),
+        false => Err(format!("no overlay mounts: {}", String::from_utf8_lossy(&out.stderr).trim())),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -265,7 +321,7 @@ mod tests {
         assert_eq!(
             l["namespaces"],
             json!([{ "type": "pid" }, { "type": "ipc" }, { "type": "uts" }, { "type": "mount" }]),
-            "no joining of other namespaces; the network is the partition's"
+            "no joining of other namespaces; the network is the partition's (stepd's)"
         );
         for gone in ["uidMappings", "resources", "cgroupsPath"] {
             assert!(l.get(gone).is_none(), "{gone}");

@@ -390,6 +390,31 @@ fn on_a_fake_v2_hierarchy_a_missing_controller_or_device_program_refuses_the_job
     assert!(JobCgroup::create(&cfg, 7, 0, 1, 100, &[0, 1]).is_ok());
 }
 
+/// Runs `l` until it prints `ready`, then stops it as scancel does (SIGTERM, KillWait of
+/// 30 s, SIGKILL). Returns how it ended and what it wrote.
+async fn stop_once_ready(
+    cfg: &Arc<RunnerConfig>,
+    l: chorus_core::launch::LaunchSpec,
+) -> (chorus_noded::runner::Finished, String) {
+    let (job, dir) = (l.job_id, std::path::PathBuf::from(&l.work_dir));
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let pg = chorus_noded::runner::ProcessGroup::default();
+    let run = tokio::spawn(chorus_noded::runner::run(
+        Arc::clone(cfg),
+        l,
+        Duration::from_secs(30),
+        pg,
+        rx,
+    ));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !output(&dir, job).contains("ready") && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.send(true).unwrap();
+    let fin = run.await.unwrap();
+    (fin, output(&dir, job))
+}
+
 /// A runner that puts jobs in namespaces and gives each a uid of its own from 5000-5099, or
 /// why not.
 fn isolated(dir: &Path, node: &str) -> Option<Arc<RunnerConfig>> {
@@ -510,22 +535,7 @@ async fn in_its_namespace_a_job_ends_with_its_own_status_and_hears_scancel() {
     assert_eq!(killed.exit, ExitStatus { code: 0, signal: 9 });
     // SIGTERM from scancel reaches the script, which may clean up before it ends.
     let trap = "trap 'echo cleaned up; exit 7' TERM; echo ready; sleep 60 & wait";
-    let (stop, rx) = tokio::sync::watch::channel(false);
-    let pg = chorus_noded::runner::ProcessGroup::default();
-    let run = tokio::spawn(chorus_noded::runner::run(
-        Arc::clone(&cfg),
-        launch(23, dir.path(), trap, 1, 100),
-        Duration::from_secs(30),
-        pg,
-        rx,
-    ));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !output(dir.path(), 23).contains("ready") && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    stop.send(true).unwrap();
-    let fin = run.await.unwrap();
-    let out = output(dir.path(), 23);
+    let (fin, out) = stop_once_ready(&cfg, launch(23, dir.path(), trap, 1, 100)).await;
     assert_eq!(fin.cause, EndCause::Stopped);
     assert_eq!(fin.exit, ExitStatus { code: 7, signal: 0 }, "{out}");
     assert!(out.starts_with("ready\n") && out.contains("cleaned up"), "{out}");
@@ -539,40 +549,16 @@ async fn in_its_namespace_a_job_ends_with_its_own_status_and_hears_scancel() {
     assert!(out.contains("DUE TO TIME LIMIT ***") && out.contains("got TERM"), "{out}");
 }
 
-/// A bundle as a user would make one: a busybox root filesystem and the config.json of
-/// `crun spec`. `None` (and why) where crun or a static busybox is missing.
-fn busybox_bundle(dir: &Path) -> Result<std::path::PathBuf, String> {
-    let busybox = Path::new("/bin/busybox");
-    if !busybox.is_file() {
-        return Err("no /bin/busybox (Debian's busybox-static; scripts/deps.sh installs it)".into());
-    }
-    let bundle = dir.join("bundle");
-    let bin = bundle.join("rootfs/bin");
-    for d in ["rootfs/bin", "rootfs/proc", "rootfs/dev", "rootfs/sys", "rootfs/tmp", "rootfs/etc"] {
-        std::fs::create_dir_all(bundle.join(d)).unwrap();
-    }
-    std::fs::copy(busybox, bin.join("busybox")).unwrap();
-    let list = std::process::Command::new(busybox).arg("--list").output().unwrap();
-    for applet in String::from_utf8_lossy(&list.stdout).lines().filter(|a| *a != "busybox") {
-        std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
-    }
-    std::fs::write(bundle.join("rootfs/etc/os-release"), "ID=busybox-bundle\n").unwrap();
-    let spec = std::process::Command::new("crun").arg("spec").current_dir(&bundle).output();
-    match spec {
-        Ok(o) if o.status.success() => Ok(bundle),
-        Ok(o) => Err(format!("crun spec failed: {}", String::from_utf8_lossy(&o.stderr))),
-        Err(e) => Err(format!("no crun (scripts/deps.sh installs it): {e}")),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_runs_in_its_oci_bundle_as_its_user_in_its_cgroup() {
     let dir = workdir();
     let Some(cfg) = isolated(dir.path(), "n10") else { return };
-    let bundle = match busybox_bundle(dir.path()) {
+    let ready = chorus_noded::oci::overlay_usable(&dir.path().join("overlay-check"))
+        .and_then(|()| chorus_noded::oci::busybox_bundle(dir.path(), Path::new("crun")));
+    let bundle = match ready {
         Ok(b) => b,
         Err(e) => {
-            eprintln!("SKIP containers: {e}");
+            eprintln!("SKIP containers: {e} (scripts/deps.sh installs crun and busybox-static)");
             return;
         }
     };
@@ -608,10 +594,20 @@ async fn a_job_runs_in_its_oci_bundle_as_its_user_in_its_cgroup() {
     );
     let untouched = std::fs::read_dir(bundle.join("rootfs")).unwrap().count();
     assert_eq!(untouched, 6, "nothing was written into the bundle");
-    let mut failing = launch(32, dir.path(), "exit 4", 1, 100);
-    failing.container = Some(bundle.display().to_string());
-    let failing = go(&cfg, failing).await;
+    let in_bundle = |id, script: &str| {
+        let mut l = launch(id, dir.path(), script, 1, 100);
+        l.container = Some(bundle.display().to_string());
+        l
+    };
+    let failing = go(&cfg, in_bundle(32, "exit 4")).await;
     assert_eq!(failing.exit, ExitStatus { code: 4, signal: 0 }, "the script's own exit code");
+    // scancel's SIGTERM reaches a script in a container that traps it (crun passes it on);
+    // the script is the container's PID 1, so one that does not trap it waits for KillWait's
+    // SIGKILL, as in Docker.
+    let trap = "trap 'echo cleaned up; exit 5' TERM; echo ready; sleep 60 & wait";
+    let (fin, out) = stop_once_ready(&cfg, in_bundle(33, trap)).await;
+    assert_eq!(fin.exit, ExitStatus { code: 5, signal: 0 }, "{out}");
+    assert!(out.contains("cleaned up"), "{out}");
 }
 
 /// The health check's cgroup check (health.rs): a child group can be made and removed. A
