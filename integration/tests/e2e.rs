@@ -1,6 +1,7 @@
 //! End to end: real `ctld`, `noded` and CLI binaries on loopback, driven as a user would.
 //! Each test starts its own cluster (`chorus up` in a temporary directory).
 
+use std::path::Path;
 use std::time::Duration;
 
 use chorus_integration::{Cluster, ClusterOpts, script};
@@ -282,9 +283,7 @@ impl Drop for KillOnDrop {
 }
 
 /// Also GPU accounting: the two stand-in GPUs report 40 % and 1000 MiB each when sampled,
-/// which sacct shows as 80 % and 2000 MiB for the job that has both. (One GPU cluster for
-/// both checks: two local clusters share the node names, hence the job cgroup paths
-/// `chorus/node1/job_<id>_0`, and a job ending in one kills its namesake in the other.)
+/// which sacct shows as 80 % and 2000 MiB for the job that has both.
 #[test]
 fn gpus_are_allocated_exported_accounted_and_refused_beyond_what_nodes_have() {
     let c = Cluster::start(ClusterOpts {
@@ -637,4 +636,38 @@ fn health_check_program_failing_drains_the_node_and_passing_resumes_it() {
     assert_eq!(c.field(&after.to_string(), "NodeList"), "node1");
     let reasons = stdout(&c.run("sinfo", &["-R", "-h", "-o", "%E|%N"]));
     assert_eq!(reasons.trim(), "maintenance|node2", "node2 kept its operator's drain");
+}
+
+/// `sbatch --container=BUNDLE` (a relative path: the submit directory's) runs the script in
+/// the bundle's root filesystem on the node, with Slurm's environment, and its output comes
+/// back as for any job. Needs root (namespaces), crun and busybox-static (scripts/deps.sh).
+#[test]
+fn sbatch_container_runs_the_script_in_the_oci_bundle() {
+    if !nix_is_root() {
+        eprintln!("SKIP containers: not root (jobs in containers need namespaces)");
+        return;
+    }
+    let c = Cluster::start(ClusterOpts { nodes: 1, ..Default::default() });
+    let work = c.work();
+    let ready = chorus_noded::oci::overlay_usable(&work.join("overlay-check"))
+        .and_then(|()| chorus_noded::oci::busybox_bundle(&work, Path::new("crun")));
+    if let Err(e) = ready {
+        eprintln!("SKIP containers: {e} (scripts/deps.sh installs crun and busybox-static)");
+        return;
+    }
+    let id = c.submit(&[
+        "--container=bundle",
+        "-o",
+        "ct-%j.out",
+        "--wrap",
+        "cat /etc/os-release; test -e /usr/bin/apt || echo not-the-host; echo $SLURM_JOB_ID $(hostname)",
+    ]);
+    assert_eq!(c.wait_done(&id.to_string(), MIN), "COMPLETED");
+    let out = std::fs::read_to_string(work.join(format!("ct-{id}.out"))).unwrap();
+    assert_eq!(out, format!("ID=busybox-bundle\nnot-the-host\n{id} node1\n"));
+}
+
+fn nix_is_root() -> bool {
+    // SAFETY: geteuid(2) cannot fail.
+    unsafe { libc::geteuid() == 0 }
 }
