@@ -124,10 +124,20 @@ pub async fn run(cfg: AgentConfig, shutdown: impl std::future::Future<Output = (
         tokio::spawn(async move {
             let mut ctl = Controllers::new(&cfg.controllers);
             while let Some(f) = done_rx.recv().await {
-                let req = report(&cfg.name, &f);
+                let mut req = report(&cfg.name, &f);
                 loop {
                     match node_rpc!(ctl, PATIENCE, report, req.clone()) {
                         Ok(_) => break,
+                        // Refused as malformed: the same report would be refused forever.
+                        // The job's end matters more than its outputs and figures.
+                        Err(e) if e.code() == tonic::Code::InvalidArgument => {
+                            let Some(bare) = bare_report(&req) else {
+                                tracing::error!(job = f.job_id, error = %e, "even a bare report was refused: giving up on it");
+                                break;
+                            };
+                            warn!(job = f.job_id, error = %e, "report refused as malformed: sending it without outputs and usage");
+                            req = bare;
+                        }
                         Err(e) => {
                             warn!(job = f.job_id, error = %e, "report not delivered, retrying");
                             tokio::time::sleep(Duration::from_secs(1)).await;
@@ -396,8 +406,45 @@ fn report(node: &str, f: &Finished) -> pn::JobReport {
     }
 }
 
+/// `r` with only how the job ended: no outputs, no usage. `None` when `r` is already bare.
+fn bare_report(r: &pn::JobReport) -> Option<pn::JobReport> {
+    let bare = pn::JobReport {
+        node: r.node.clone(),
+        job_id: r.job_id,
+        attempt: r.attempt,
+        exit_code: r.exit_code,
+        signal: r.signal,
+        cause: r.cause,
+        ..Default::default()
+    };
+    (bare != *r).then_some(bare)
+}
+
 fn os_string() -> String {
     nix::sys::utsname::uname()
         .map(|u| format!("{} {}", u.sysname().to_string_lossy(), u.release().to_string_lossy()))
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_report_refused_as_malformed_goes_again_bare_then_not_at_all() {
+        let full = pn::JobReport {
+            node: "n1".into(),
+            job_id: 5,
+            attempt: 1,
+            exit_code: 3,
+            cause: pn::job_report::Cause::Exited as i32,
+            max_rss_kb: 1 << 40,
+            outputs: vec![pn::OutputData { path: "relative".into(), ..Default::default() }],
+            ..Default::default()
+        };
+        let bare = bare_report(&full).expect("a full report has a bare form");
+        assert_eq!((bare.job_id, bare.attempt, bare.exit_code), (5, 1, 3), "how it ended stays");
+        assert!(bare.outputs.is_empty() && bare.max_rss_kb == 0 && bare.gpu.is_none());
+        assert_eq!(bare_report(&bare), None, "a bare report refused is given up on");
+    }
 }
