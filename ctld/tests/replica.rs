@@ -1,7 +1,8 @@
 //! The replica over real sled storage: what an acknowledged command leaves behind.
 
-use chorus_core::fsm::{Applied, Command};
+use chorus_core::fsm::{Applied, Command, NodeRegistration};
 use chorus_core::job::{JobInputs, JobSpec};
+use chorus_core::node::NodeResources;
 use chorus_core::state::{ClusterConfig, ClusterState};
 use chorus_ctld::replica::{self, CoreConfig, NoPeers, ReplicaConfig};
 use chorus_ctld::storage::{Member, RaftStore, SledStorage};
@@ -197,8 +198,7 @@ async fn a_new_leader_marks_no_node_down_before_a_full_timeout() {
     use std::sync::atomic::Ordering;
     use std::time::{Duration, Instant};
 
-    use chorus_core::fsm::NodeRegistration;
-    use chorus_core::node::{NodeResources, NodeState};
+    use chorus_core::node::NodeState;
     use chorus_ctld::leader::liveness_loop;
     use chorus_ctld::nodes::NodeHub;
 
@@ -220,17 +220,7 @@ async fn a_new_leader_marks_no_node_down_before_a_full_timeout() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    let reg = NodeRegistration {
-        name: "node1".into(),
-        addr: String::new(),
-        hostname: "node1".into(),
-        resources: NodeResources { cpus: 2, mem_mb: 1000, gpus: vec![] },
-        boot_time: 0,
-        version: "t".into(),
-        os: "linux".into(),
-        running: vec![],
-        session: 1,
-    };
+    let reg = node1();
     replicas[first]
         .propose(Command::RegisterNode { reg: Box::new(reg), now: 1 }, vec![])
         .await
@@ -277,25 +267,14 @@ async fn a_new_leader_marks_no_node_down_before_a_full_timeout() {
 async fn a_health_report_drains_and_resumes_its_own_node_only() {
     use std::sync::Arc;
 
-    use chorus_core::fsm::NodeRegistration;
-    use chorus_core::node::{NodeResources, NodeState};
+    use chorus_core::node::NodeState;
     use chorus_ctld::nodes::{NodeApi, NodeHub};
     use chorus_proto::node::{self as pn, node_service_server::NodeService};
     use tonic::{Code, Request};
 
     let dir = tempfile::tempdir().unwrap();
     let (store, h, _thread) = open(dir.path(), ReplicaConfig::default());
-    let reg = NodeRegistration {
-        name: "node1".into(),
-        addr: String::new(),
-        hostname: "node1".into(),
-        resources: NodeResources { cpus: 2, mem_mb: 1000, gpus: vec![] },
-        boot_time: 0,
-        version: "t".into(),
-        os: "linux".into(),
-        running: vec![],
-        session: 1,
-    };
+    let reg = node1();
     h.propose(Command::RegisterNode { reg: Box::new(reg), now: 1 }, vec![]).await.unwrap();
     let api = |gap| NodeApi {
         replica: h.clone(),
@@ -333,4 +312,19 @@ async fn a_health_report_drains_and_resumes_its_own_node_only() {
     // Past the gap (a hub with none), the healthy node is resumed.
     api(std::time::Duration::ZERO).health(report("node1", 1, "")).await.unwrap();
     assert_eq!((node().state, node().reason), (NodeState::Up, None));
+}
+
+/// node1 registering with 2 CPUs and 1000 MB, session 1.
+fn node1() -> NodeRegistration {
+    NodeRegistration {
+        name: "node1".into(),
+        addr: String::new(),
+        hostname: "node1".into(),
+        resources: NodeResources { cpus: 2, mem_mb: 1000, gpus: vec![] },
+        boot_time: 0,
+        version: "t".into(),
+        os: "linux".into(),
+        running: vec![],
+        session: 1,
+    }
 }
