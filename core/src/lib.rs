@@ -23,6 +23,7 @@ pub mod node;
 pub mod plugin;
 pub mod slurm;
 pub mod state;
+pub mod trust;
 
 pub use job::{Job, JobId, JobSpec, JobState, PendingReason};
 pub use node::{Node, NodeState};
