@@ -16,6 +16,7 @@
 //! Time is an argument: every command carries the time it was stamped with, and nothing here
 //! reads a clock.
 
+pub mod attest;
 pub mod fsm;
 pub mod job;
 pub mod launch;
@@ -24,6 +25,7 @@ pub mod plugin;
 pub mod slurm;
 pub mod state;
 pub mod trust;
+pub mod verify;
 
 pub use job::{Job, JobId, JobSpec, JobState, PendingReason};
 pub use node::{Node, NodeState};

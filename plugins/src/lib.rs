@@ -1,16 +1,20 @@
 //! chorus-plugins: the compiled-in implementations of chorus-core's extension points,
 //! chosen by Slurm-style names.
 //!
-//! | name              | trait             | what it does                                        |
-//! |-------------------|-------------------|-----------------------------------------------------|
-//! | `sched/fifo`      | `Scheduler`       | priority order, first fit, no backfill              |
-//! | `submit/fits`     | `SubmitValidator` | refuses jobs no registered node could ever hold     |
-//! | `submit/limits`   | `SubmitValidator` | refuses sizes that can never be valid (0 CPUs, ...) |
+//! | name               | trait               | what it does                                      |
+//! |--------------------|---------------------|---------------------------------------------------|
+//! | `sched/fifo`       | `Scheduler`         | priority order, first fit, no backfill            |
+//! | `submit/fits`      | `SubmitValidator`   | refuses jobs no registered node could ever hold   |
+//! | `submit/limits`    | `SubmitValidator`   | refuses sizes that can never be valid (0 CPUs...) |
+//! | `verify/exact`     | `verify::Validator` | replicas agree: same exit code and result digest  |
+//! | `verify/tolerance` | `verify::Validator` | same exit code and files; numbers within REL/ABS  |
 
 pub mod sched;
 pub mod submit;
+pub mod verify;
 
 use chorus_core::plugin::{Scheduler, SubmitValidator};
+use chorus_core::verify::VerifySpec;
 
 /// Looks a scheduler up by its Slurm-style name.
 pub fn scheduler(name: &str) -> Option<Box<dyn Scheduler>> {
@@ -37,3 +41,14 @@ pub fn submit_chain(names: &[&str]) -> Result<Vec<Box<dyn SubmitValidator>>, Str
 
 /// The chain ctld uses unless configured otherwise.
 pub const DEFAULT_SUBMIT_CHAIN: &[&str] = &["submit/limits", "submit/fits"];
+
+/// The result validator for a job's `--verify` choice (`verify/exact`, `verify/tolerance`).
+pub fn validator(spec: &VerifySpec) -> Box<dyn verify::Validator> {
+    match spec {
+        VerifySpec::Exact => Box::new(verify::Exact),
+        VerifySpec::Tolerance { rel, abs } => Box::new(verify::Tolerance::new(*rel, *abs)),
+    }
+}
+
+/// The names `validator` can return.
+pub const VALIDATORS: &[&str] = &["verify/exact", "verify/tolerance"];
