@@ -95,6 +95,97 @@ fn largest(classes: &[Vec<u32>]) -> Option<usize> {
     classes.iter().position(|c| c.len() == max)
 }
 
+/// How many replicas a job starts with (per partition, or `sbatch --replicas`): Slurm-style
+/// text `fixed:N` or `adaptive[:N,TRUSTED_AFTER,SPOT]` (plugins/src/replication.rs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ReplicationSpec {
+    /// Every job runs as `n` replicas.
+    Fixed(u32),
+    /// A job runs as `replicas` replicas, unless its first node has agreed with verified
+    /// results `trusted_after` times in a row: then it may run alone, but is still
+    /// replicated with probability `spot_check_ppm` millionths (never zero), so a trusted node
+    /// never knows it is unchecked.
+    Adaptive { replicas: u32, trusted_after: u32, spot_check_ppm: u32 },
+}
+
+impl ReplicationSpec {
+    /// `adaptive` without parameters: 2 replicas, trusted after 20 agreements, 10 % spot checks.
+    pub const ADAPTIVE: ReplicationSpec =
+        ReplicationSpec::Adaptive { replicas: 2, trusted_after: 20, spot_check_ppm: 100_000 };
+}
+
+impl std::fmt::Display for ReplicationSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            ReplicationSpec::Fixed(n) => write!(f, "fixed:{n}"),
+            ReplicationSpec::Adaptive { replicas, trusted_after, spot_check_ppm } => {
+                write!(f, "adaptive:{replicas},{trusted_after},{}", Ppm(spot_check_ppm))
+            }
+        }
+    }
+}
+
+/// Millionths printed as the shortest decimal fraction (`100000` → `0.1`).
+struct Ppm(u32);
+
+impl std::fmt::Display for Ppm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (whole, frac) = (self.0 / 1_000_000, self.0 % 1_000_000);
+        if frac == 0 {
+            return write!(f, "{whole}");
+        }
+        let digits = format!("{frac:06}");
+        write!(f, "{whole}.{}", digits.trim_end_matches('0'))
+    }
+}
+
+impl std::str::FromStr for ReplicationSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = |why: &str| format!("invalid replication policy `{s}`: {why}");
+        let count = |t: &str, what: &str| -> Result<u32, String> {
+            match t.trim().parse::<u32>() {
+                Ok(n) if (1..=16).contains(&n) => Ok(n),
+                _ => Err(bad(&format!("{what} must be a whole number from 1 to 16"))),
+            }
+        };
+        let (name, args) = s.split_once(':').unwrap_or((s, ""));
+        match (name, args) {
+            ("fixed", n) => Ok(ReplicationSpec::Fixed(count(n, "the number of replicas")?)),
+            ("adaptive", "") => Ok(ReplicationSpec::ADAPTIVE),
+            ("adaptive", args) => {
+                let a: Vec<&str> = args.split(',').collect();
+                let [r, t, p] = a[..] else {
+                    return Err(bad("expected adaptive:REPLICAS,TRUSTED_AFTER,SPOT_CHECK"));
+                };
+                let replicas = count(r, "REPLICAS")?;
+                if replicas < 2 {
+                    return Err(bad("adaptive replication needs REPLICAS of 2 or more"));
+                }
+                let trusted_after =
+                    t.trim().parse().map_err(|_| bad("TRUSTED_AFTER must be a whole number"))?;
+                let spot_check_ppm = parse_ppm(p.trim())
+                    .ok_or_else(|| bad("SPOT_CHECK must be a fraction above 0 and at most 1"))?;
+                Ok(ReplicationSpec::Adaptive { replicas, trusted_after, spot_check_ppm })
+            }
+            _ => Err(bad("expected fixed:N or adaptive[:REPLICAS,TRUSTED_AFTER,SPOT_CHECK]")),
+        }
+    }
+}
+
+/// `0.05` → 50000: a decimal fraction in (0, 1] with at most six decimals, exactly.
+fn parse_ppm(s: &str) -> Option<u32> {
+    let (whole, frac) = s.split_once('.').unwrap_or((s, ""));
+    if frac.len() > 6 || !whole.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let whole: u32 = if whole.is_empty() { 0 } else { whole.parse().ok()? };
+    let frac: u32 = if frac.is_empty() { 0 } else { format!("{frac:0<6}").parse().ok()? };
+    let ppm = whole.checked_mul(1_000_000)?.checked_add(frac)?;
+    (1..=1_000_000).contains(&ppm).then_some(ppm)
+}
+
 /// One replica as settlement sees it: its index and what its work is worth (its
 /// resource-hours at the partition's rate), and the stake bonded to its node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -230,6 +321,48 @@ mod tests {
         assert_eq!(s.paid.len(), 3);
         // Failing verification moves nothing: the user is not charged.
         assert_eq!(settle(&Outcome::Failed, &runs, 2, 100_000), Settlement::default());
+    }
+
+    #[test]
+    fn replication_policies_parse_and_print_back() {
+        for (text, spec) in [
+            ("fixed:2", ReplicationSpec::Fixed(2)),
+            ("adaptive", ReplicationSpec::ADAPTIVE),
+            (
+                "adaptive:3,50,0.05",
+                ReplicationSpec::Adaptive {
+                    replicas: 3,
+                    trusted_after: 50,
+                    spot_check_ppm: 50_000,
+                },
+            ),
+            (
+                "adaptive:2,0,1",
+                ReplicationSpec::Adaptive {
+                    replicas: 2,
+                    trusted_after: 0,
+                    spot_check_ppm: 1_000_000,
+                },
+            ),
+        ] {
+            let parsed: ReplicationSpec = text.parse().unwrap();
+            assert_eq!(parsed, spec, "{text}");
+            assert_eq!(parsed.to_string().parse::<ReplicationSpec>().unwrap(), spec);
+        }
+        assert_eq!(ReplicationSpec::ADAPTIVE.to_string(), "adaptive:2,20,0.1");
+        for bad in [
+            "fixed:0",
+            "fixed:x",
+            "adaptive:1,5,0.1",
+            "adaptive:2,5,0",
+            "adaptive:2,5,1.5",
+            "adaptive:2,5",
+            "adaptive:2,5,0.0000001",
+            "random:2",
+        ] {
+            let e = bad.parse::<ReplicationSpec>().unwrap_err();
+            assert!(e.starts_with(&format!("invalid replication policy `{bad}`: ")), "{e}");
+        }
     }
 
     proptest! {

@@ -8,7 +8,10 @@
 //! | `submit/limits`    | `SubmitValidator`   | refuses sizes that can never be valid (0 CPUs...) |
 //! | `verify/exact`     | `verify::Validator` | replicas agree: same exit code and result digest  |
 //! | `verify/tolerance` | `verify::Validator` | same exit code and files; numbers within REL/ABS  |
+//! | `replicate/fixed`  | `replication::ReplicationPolicy` | every job as N replicas              |
+//! | `replicate/adaptive` | `replication::ReplicationPolicy` | trusted nodes alone, spot-checked  |
 
+pub mod replication;
 pub mod sched;
 pub mod submit;
 pub mod verify;
