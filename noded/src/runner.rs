@@ -255,6 +255,13 @@ pub async fn run(
         }
         tokio::task::spawn_blocking(move || cg.finish()).await.ok();
     }
+    if l.container.is_some() && nix::unistd::geteuid().is_root() {
+        // crun hands the output files it inherits to the job's uid: give them back to the
+        // submitter, as every other job's are.
+        for f in [&p.stdout, &p.stderr] {
+            let _ = std::os::unix::fs::chown(f, Some(l.uid), Some(l.gid));
+        }
+    }
     fin.outputs = collect_outputs(&cfg, &l, &p);
     info!(job = l.job_id, exit = %fin.exit, cause = ?fin.cause, "ended");
     let _ = std::fs::remove_file(p.dir.join("script"));

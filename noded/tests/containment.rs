@@ -592,6 +592,10 @@ async fn a_job_runs_in_its_oci_bundle_as_its_user_in_its_cgroup() {
         lines[7].ends_with(&format!(":memory:/{parent}/job_31_0")),
         "the container runs in the job's own cgroup: {out}"
     );
+    let owner = std::os::unix::fs::MetadataExt::uid(
+        &std::fs::metadata(dir.path().join("slurm-31.out")).unwrap(),
+    );
+    assert_eq!(owner, nix::unistd::getuid().as_raw(), "the output is its submitter's again");
     let untouched = std::fs::read_dir(bundle.join("rootfs")).unwrap().count();
     assert_eq!(untouched, 6, "nothing was written into the bundle");
     let in_bundle = |id, script: &str| {
