@@ -107,6 +107,26 @@ pub enum Command {
         health: Health,
         now: u64,
     },
+    /// Credits an operator's account, opening it (an admin's command).
+    Deposit {
+        operator: String,
+        amount: u64,
+        now: u64,
+    },
+    /// Bonds stake from an operator's balance to one of its nodes.
+    Bond {
+        operator: String,
+        node: String,
+        amount: u64,
+        now: u64,
+    },
+    /// Starts returning a node's stake to its operator, after the unbonding delay.
+    Unbond {
+        operator: String,
+        node: String,
+        amount: u64,
+        now: u64,
+    },
 }
 
 /// A client's id for one submission, random (128 bits), reused when it retries.
@@ -128,7 +148,10 @@ impl Command {
             | Command::SetNodeState { now, .. }
             | Command::SubmitOnce { now, .. }
             | Command::NodeHealth { now, .. }
-            | Command::RegisterNodeChecked { now, .. } => *now,
+            | Command::RegisterNodeChecked { now, .. }
+            | Command::Deposit { now, .. }
+            | Command::Bond { now, .. }
+            | Command::Unbond { now, .. } => *now,
         }
     }
 }
@@ -249,6 +272,8 @@ pub enum Rejected {
     Array,
     #[error("node {0} spoke from an agent process it no longer runs")]
     StaleSession(String),
+    #[error("{0}")]
+    Account(#[from] crate::accounts::AccountError),
 }
 
 /// Applies one committed command. Either changes the state as a whole or returns why not.
@@ -281,6 +306,19 @@ pub fn apply(state: &mut ClusterState, cmd: Command) -> Result<Applied, Rejected
             let applied = register_node(state, *reg, now)?;
             node_health(state, &name, session, &health, now)?;
             Ok(applied)
+        }
+        Command::Deposit { operator, amount, now } => {
+            state.accounts.deposit(&operator, amount, now)?;
+            Ok(Applied::Nothing)
+        }
+        Command::Bond { operator, node, amount, now } => {
+            state.accounts.bond_node(&operator, &node, amount, now)?;
+            Ok(Applied::Nothing)
+        }
+        Command::Unbond { operator, node, amount, now } => {
+            let delay = state.config.unbond_delay_secs;
+            state.accounts.unbond_node(&operator, &node, amount, now, delay)?;
+            Ok(Applied::Nothing)
         }
     }
 }
@@ -505,7 +543,7 @@ pub fn placement_fits(state: &ClusterState, job: &Job, alloc: &[NodeAlloc]) -> b
         let free_gpus = node.free_gpus();
         let typed: Vec<u32> = node.gpus_of_type(spec.gpu_type.as_deref()).collect();
         seen.insert(&a.node)
-            && node.accepts_work()
+            && state.takes_work(node)
             && part.has_node(&node.name)
             && a.cpus >= need.cpus
             && a.mem_mb >= need.mem_mb

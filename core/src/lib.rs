@@ -16,6 +16,7 @@
 //! Time is an argument: every command carries the time it was stamped with, and nothing here
 //! reads a clock.
 
+pub mod accounts;
 pub mod attest;
 pub mod fsm;
 pub mod job;

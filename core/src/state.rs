@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use crate::accounts::Accounts;
 use crate::fsm::RequestId;
 use crate::job::{Job, JobId, JobState};
 use crate::node::Node;
@@ -86,6 +87,10 @@ pub struct ClusterConfig {
     /// Largest array index + 1 (`MaxArraySize`).
     pub max_array_size: u32,
     pub first_job_id: JobId,
+    /// Stake a node needs bonded to be given work; 0: none asked.
+    pub min_stake: u64,
+    /// Seconds unbonded stake stays slashable before it returns to its operator.
+    pub unbond_delay_secs: u64,
 }
 
 impl Default for ClusterConfig {
@@ -105,6 +110,8 @@ impl Default for ClusterConfig {
             kill_wait_secs: 30,
             max_array_size: 100_001,
             first_job_id: 1,
+            min_stake: 0,
+            unbond_delay_secs: 7 * 86_400,
         }
     }
 }
@@ -140,6 +147,8 @@ pub struct ClusterState {
     pub requests: BTreeMap<RequestId, (JobId, u64)>,
     /// The same ids by age, for forgetting them in order.
     pub request_order: BTreeSet<(u64, RequestId)>,
+    /// Operators' credits and stake (accounts.rs).
+    pub accounts: Accounts,
 }
 
 /// Whether a job's dependency lets it start.
@@ -151,6 +160,11 @@ pub enum DepStatus {
 }
 
 impl ClusterState {
+    /// Whether `node` may be given work: up, and with the stake the cluster asks.
+    pub fn takes_work(&self, node: &crate::node::Node) -> bool {
+        node.accepts_work() && self.accounts.has_stake(&node.name, self.config.min_stake)
+    }
+
     /// Forgets request ids recorded before `before`.
     pub fn forget_requests(&mut self, before: u64) {
         while let Some(&(at, id)) = self.request_order.first() {
@@ -172,6 +186,7 @@ impl ClusterState {
             active: BTreeSet::new(),
             arrays: BTreeMap::new(),
             submitted: 0,
+            accounts: Accounts::default(),
             now: 0,
             requests: BTreeMap::new(),
             request_order: BTreeSet::new(),

@@ -457,3 +457,40 @@ fn a_node_that_registers_unhealthy_is_drained_by_its_registration() {
     assert_eq!(st.nodes["node1"].state, NodeState::Up);
     assert_eq!(st.nodes["node1"].session, 3);
 }
+
+#[test]
+fn a_node_without_the_minimum_stake_gets_no_work() {
+    use chorus_core::accounts::AccountError;
+    let mut st = ClusterState::new(ClusterConfig { min_stake: 500, ..ClusterConfig::default() });
+    fsm::apply(&mut st, reg("node1", vec![])).unwrap();
+    let first = submit(&mut st, spec())[0];
+    schedule(&mut st, 20);
+    assert_eq!(st.jobs[&first].state, JobState::Pending, "no stake, no work: the plan is cut");
+    let op = |cmd: fn(String, String, u64) -> Command, amount| {
+        cmd("acme".into(), "node1".into(), amount)
+    };
+    let bond = |operator, node, amount| Command::Bond { operator, node, amount, now: 22 };
+    let unbond = |operator, node, amount| Command::Unbond { operator, node, amount, now: 26 };
+    fsm::apply(&mut st, Command::Deposit { operator: "acme".into(), amount: 1000, now: 21 })
+        .unwrap();
+    assert_eq!(
+        fsm::apply(&mut st, op(bond, 2000)),
+        Err(Rejected::Account(AccountError::Balance {
+            operator: "acme".into(),
+            have: 1000,
+            need: 2000
+        }))
+    );
+    fsm::apply(&mut st, op(bond, 500)).unwrap();
+    schedule(&mut st, 24);
+    assert_eq!(st.jobs[&first].state, JobState::Running);
+    // Stake on its way out no longer counts: no new work, the running job goes on.
+    fsm::apply(&mut st, op(unbond, 1)).unwrap();
+    let second = submit(&mut st, spec())[0];
+    schedule(&mut st, 27);
+    assert_eq!(st.jobs[&second].state, JobState::Pending);
+    assert_eq!(st.jobs[&first].state, JobState::Running);
+    let acme = &st.accounts.operators["acme"];
+    assert_eq!((acme.balance, acme.bonds["node1"].stake), (500, 499));
+    assert_eq!(acme.bonds["node1"].unbonding, vec![(1, 26 + st.config.unbond_delay_secs)]);
+}

@@ -35,7 +35,7 @@ impl Scheduler for Fifo {
         let mut free: BTreeMap<&str, Free> = state
             .nodes
             .values()
-            .filter(|n| n.accepts_work())
+            .filter(|n| state.takes_work(n))
             .map(|n| {
                 (
                     n.name.as_str(),

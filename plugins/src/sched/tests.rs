@@ -205,3 +205,20 @@ fn submit_fits_refuses_what_no_node_could_ever_hold() {
     assert!(crate::submit::Fits.check(&st, &whole).is_ok(), "--mem=0 takes a whole node");
     assert!(crate::submit::Fits.check(&st, &spec("small")).is_ok());
 }
+
+#[test]
+fn only_nodes_with_the_minimum_stake_are_given_work() {
+    let mut st = cluster(2, 2);
+    st.config.min_stake = 100;
+    for cmd in [
+        Command::Deposit { operator: "acme".into(), amount: 100, now: 2 },
+        Command::Bond { operator: "acme".into(), node: "node2".into(), amount: 100, now: 3 },
+    ] {
+        fsm::apply(&mut st, cmd).unwrap();
+    }
+    let ids: Vec<u32> = (0..3).map(|i| submit(&mut st, spec(&format!("j{i}")))).collect();
+    let plan = pass(&mut st);
+    let nodes: Vec<&str> = plan.starts.iter().map(|p| p.alloc[0].node.as_str()).collect();
+    assert_eq!(nodes, ["node2", "node2"], "node1 has no stake bonded");
+    assert_eq!(st.jobs[&ids[2]].reason, PendingReason::Resources);
+}
