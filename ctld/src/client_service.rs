@@ -271,6 +271,48 @@ impl Client for ClientService {
         Ok(Response::new(self.group()))
     }
 
+    async fn stake(
+        &self,
+        req: Request<pb::StakeRequest>,
+    ) -> Result<Response<pb::ActionReply>, Status> {
+        use pb::stake_request::Action as Stake;
+        leader_only(&self.replica)?;
+        let req = req.into_inner();
+        let now = (self.clock)();
+        let action =
+            Stake::try_from(req.action).map_err(|_| Status::invalid_argument("unknown action"))?;
+        let name_ok =
+            |s: &str| !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_graphic());
+        if !name_ok(&req.operator) {
+            return Err(Status::invalid_argument("operator: 1 to 64 printable characters"));
+        }
+        if action != Stake::Deposit && !name_ok(&req.node) {
+            return Err(Status::invalid_argument("node: 1 to 64 printable characters"));
+        }
+        let (operator, node, amount) = (req.operator, req.node, req.amount);
+        let cmd = match action {
+            Stake::Deposit => Command::Deposit { operator, amount, now },
+            Stake::Bond => Command::Bond { operator, node, amount, now },
+            Stake::Unbond => Command::Unbond { operator, node, amount, now },
+        };
+        self.replica.propose(cmd, vec![]).await.map_err(|e| status_of(&self.replica, e))?;
+        Ok(Response::new(pb::ActionReply { changed: vec![] }))
+    }
+
+    async fn accounts(
+        &self,
+        _req: Request<pb::AccountsRequest>,
+    ) -> Result<Response<pb::AccountsReply>, Status> {
+        fresh(&self.replica).await?;
+        let (accounts, min_stake) =
+            self.replica.read(|st| (st.accounts.clone(), st.config.min_stake));
+        Ok(Response::new(pb::AccountsReply {
+            accounts: encode_bincode(&accounts),
+            now: (self.clock)(),
+            min_stake,
+        }))
+    }
+
     async fn change_controllers(
         &self,
         req: Request<pb::ChangeControllersRequest>,

@@ -49,6 +49,12 @@ struct Args {
     /// namespaces; other nodes refuse such jobs.
     #[arg(long, default_value_t = Network::Host)]
     network: Network,
+    /// Stake a node needs bonded (`chorus node register --stake`) to be given work; 0: none.
+    #[arg(long, default_value_t = 0)]
+    min_stake: u64,
+    /// Seconds unbonded stake stays slashable before it returns to its operator.
+    #[arg(long, default_value_t = 7 * 86_400)]
+    unbond_delay: u64,
     /// MB of memory per CPU for jobs that ask for none (Slurm's DefMemPerCPU).
     #[arg(long, default_value_t = 256)]
     def_mem_per_cpu: u64,
@@ -97,6 +103,8 @@ fn main() -> anyhow::Result<()> {
             }],
             def_mem_per_cpu: a.def_mem_per_cpu,
             kill_wait_secs: a.kill_wait,
+            min_stake: a.min_stake,
+            unbond_delay_secs: a.unbond_delay,
             ..ClusterConfig::default()
         },
         scheduler: a.scheduler,

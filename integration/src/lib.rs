@@ -63,6 +63,8 @@ pub struct ClusterOpts {
     pub node_timeout: Option<u64>,
     /// Extra arguments for every `noded` (`chorus up --noded-arg`).
     pub noded_args: Vec<String>,
+    /// Stake a node needs bonded to be given work (`chorus up --min-stake`).
+    pub min_stake: u64,
 }
 
 impl Default for ClusterOpts {
@@ -79,6 +81,7 @@ impl Default for ClusterOpts {
             snapshot_every: None,
             node_timeout: None,
             noded_args: vec![],
+            min_stake: 0,
         }
     }
 }
@@ -117,6 +120,9 @@ impl Cluster {
         }
         if let Some(t) = o.node_timeout {
             cmd.args(["--node-timeout", &t.to_string()]);
+        }
+        if o.min_stake > 0 {
+            cmd.args(["--min-stake", &o.min_stake.to_string()]);
         }
         for arg in &o.noded_args {
             cmd.arg(format!("--noded-arg={arg}"));

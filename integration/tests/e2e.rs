@@ -671,3 +671,35 @@ fn nix_is_root() -> bool {
     // SAFETY: geteuid(2) cannot fail.
     unsafe { libc::geteuid() == 0 }
 }
+
+/// With a minimum stake, a node gets work only once its operator has bonded it; `chorus
+/// operator` and `chorus node` show and change the books, and a bond beyond the balance is
+/// refused with the reason.
+#[test]
+fn a_node_gets_work_once_its_operator_bonds_the_minimum_stake() {
+    let c = Cluster::start(ClusterOpts { nodes: 1, min_stake: 100, ..Default::default() });
+    let id = c.submit(&["--wrap", "echo staked"]).to_string();
+    c.wait_field(&id, "Reason", "Resources", MIN);
+    let text = |o: std::process::Output| {
+        String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr)
+    };
+    let status = text(c.run("chorus", &["node", "status"]));
+    assert!(status.contains("no (stake below 100)"), "{status}");
+    assert!(c.run("chorus", &["operator", "deposit", "acme", "1000"]).status.success());
+    let too_much =
+        c.run("chorus", &["node", "register", "node1", "--operator", "acme", "--stake", "5000"]);
+    assert!(!too_much.status.success());
+    assert!(text(too_much).contains("operator acme has 1000 credits, 5000 needed"));
+    let ok =
+        c.run("chorus", &["node", "register", "node1", "--operator", "acme", "--stake", "100"]);
+    assert!(ok.status.success(), "{}", text(ok));
+    assert_eq!(c.wait_done(&id, MIN), "COMPLETED");
+    let balance = text(c.run("chorus", &["operator", "balance", "acme"]));
+    assert!(balance.starts_with("Operator=acme Balance=900 Earned=0 Slashed=0\n"), "{balance}");
+    assert!(balance.contains("Node=node1 Stake=100 Agreements=0"), "{balance}");
+    let status = text(c.run("chorus", &["node", "status", "node1"]));
+    assert!(
+        status.lines().nth(1).is_some_and(|l| l.contains("acme") && l.ends_with("yes")),
+        "{status}"
+    );
+}

@@ -37,6 +37,47 @@ enum Cmd {
         #[command(subcommand)]
         action: ControllerCmd,
     },
+    /// Operators' accounts: credits to bond as stake, earnings, slashes.
+    Operator {
+        #[command(subcommand)]
+        action: OperatorCmd,
+    },
+    /// Nodes' stake: bond it, unbond it, see who may be given work.
+    Node {
+        #[command(subcommand)]
+        action: NodeCmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum OperatorCmd {
+    /// Credit an operator's account, opening it (an administrator's command).
+    Deposit { operator: String, amount: u64 },
+    /// An operator's balance, its nodes' stake and its latest history.
+    Balance { operator: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum NodeCmd {
+    /// Bond stake from an operator's balance to one of its nodes.
+    Register {
+        node: String,
+        #[arg(long)]
+        operator: String,
+        /// Credits to bond.
+        #[arg(long)]
+        stake: u64,
+    },
+    /// Start returning stake to the operator; it stays slashable for the unbonding delay.
+    Unbond {
+        node: String,
+        #[arg(long)]
+        operator: String,
+        #[arg(long)]
+        amount: u64,
+    },
+    /// Each node's operator, stake and record, and whether it may be given work.
+    Status { node: Option<String> },
 }
 
 #[derive(Debug, Subcommand)]
@@ -90,6 +131,9 @@ struct UpArgs {
     /// Seconds without a heartbeat before a node is marked DOWN.
     #[arg(long, default_value_t = 60)]
     node_timeout: u64,
+    /// Stake a node needs bonded to be given work (ctld's flag of the same name); 0: none.
+    #[arg(long, default_value_t = 0)]
+    min_stake: u64,
     /// Controllers snapshot their state and compact their log every this many entries.
     #[arg(long, default_value_t = 20_000)]
     snapshot_every: u64,
@@ -111,7 +155,74 @@ fn main() {
         }),
         Cmd::Output { job } => run_main("chorus", output(job)),
         Cmd::Controller { action } => run_main("chorus", controller(action)),
+        Cmd::Operator { action } => run_main("chorus", operator(action)),
+        Cmd::Node { action } => run_main("chorus", node(action)),
     }
+}
+
+async fn stake(
+    ctl: &mut Ctl,
+    action: pb::stake_request::Action,
+    operator: String,
+    node: String,
+    amount: u64,
+) -> anyhow::Result<()> {
+    let req = pb::StakeRequest { action: action as i32, operator, node, amount };
+    rpc!(ctl, stake, req)?;
+    Ok(())
+}
+
+async fn accounts(ctl: &mut Ctl) -> anyhow::Result<(chorus_core::accounts::Accounts, u64)> {
+    let r = rpc!(ctl, accounts, pb::AccountsRequest {})?;
+    Ok((chorus_proto::decode_bincode(&r.accounts)?, r.min_stake))
+}
+
+async fn operator(action: OperatorCmd) -> anyhow::Result<i32> {
+    use pb::stake_request::Action;
+    let mut ctl = Ctl::connect().await?;
+    match action {
+        OperatorCmd::Deposit { operator, amount } => {
+            stake(&mut ctl, Action::Deposit, operator, String::new(), amount).await?;
+        }
+        OperatorCmd::Balance { operator } => {
+            let (a, _) = accounts(&mut ctl).await?;
+            let tz = chorus_cli::format::Tz::Local;
+            match chorus_cli::format::accounts::balance(&a, &operator, tz) {
+                Some(text) => print(&text)?,
+                None => anyhow::bail!("operator {operator} has no account"),
+            }
+        }
+    }
+    Ok(0)
+}
+
+async fn node(action: NodeCmd) -> anyhow::Result<i32> {
+    use pb::stake_request::Action;
+    let mut ctl = Ctl::connect().await?;
+    match action {
+        NodeCmd::Register { node, operator, stake: amount } => {
+            stake(&mut ctl, Action::Bond, operator, node, amount).await?;
+        }
+        NodeCmd::Unbond { node, operator, amount } => {
+            stake(&mut ctl, Action::Unbond, operator, node, amount).await?;
+        }
+        NodeCmd::Status { node } => {
+            let (nodes, _) = ctl.nodes().await?;
+            if let Some(n) = &node
+                && !nodes.iter().any(|x| &x.name == n)
+            {
+                anyhow::bail!("Invalid node name specified");
+            }
+            let (a, min_stake) = accounts(&mut ctl).await?;
+            print(&chorus_cli::format::accounts::node_status(
+                &nodes,
+                &a,
+                min_stake,
+                node.as_deref(),
+            ))?;
+        }
+    }
+    Ok(0)
 }
 
 async fn controller(action: ControllerCmd) -> anyhow::Result<i32> {
@@ -280,6 +391,8 @@ fn up(a: UpArgs) -> anyhow::Result<()> {
             a.node_timeout.to_string(),
             "--snapshot-every".into(),
             a.snapshot_every.to_string(),
+            "--min-stake".into(),
+            a.min_stake.to_string(),
         ];
         if group.len() > 1 {
             args.extend(["--initial-controllers".into(), member_list.clone()]);

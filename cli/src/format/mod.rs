@@ -24,6 +24,7 @@ use chorus_core::slurm::dependency::{DepState, ItemStatus};
 use chorus_core::slurm::hostlist;
 use chorus_core::slurm::pattern::{self, PatternVars};
 
+pub mod accounts;
 pub mod controllers;
 pub mod sacct;
 pub mod scontrol;
