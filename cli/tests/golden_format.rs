@@ -81,6 +81,7 @@ impl Sim {
                     os: "Linux 6.18.44-fc-v595 #1 SMP PREEMPT_DYNAMIC @0".into(),
                     running: vec![],
                     session: 0,
+                    public_key: None,
                 }),
                 now: SLURMD_START,
             });
@@ -163,6 +164,7 @@ impl Sim {
                 os: "Linux".into(),
                 running: vec![],
                 session: 0,
+                public_key: None,
             }),
             now: SLURMD_START,
         });

@@ -106,6 +106,41 @@ impl Attestation {
     }
 }
 
+/// Tags a registration proof.
+const REGISTRATION_DOMAIN: &[u8] = b"chorus registration v1\0";
+
+fn registration_bytes(node: &str, session: u64, public_key: &[u8; 32]) -> Vec<u8> {
+    let mut b = REGISTRATION_DOMAIN.to_vec();
+    b.extend_from_slice(&(node.len() as u64).to_le_bytes());
+    b.extend_from_slice(node.as_bytes());
+    b.extend_from_slice(&session.to_le_bytes());
+    b.extend_from_slice(public_key);
+    b
+}
+
+/// A node's proof that it holds the key it registers with: its signature over its name, its
+/// agent session and the key.
+pub fn registration_proof(seed: &[u8; 32], node: &str, session: u64) -> [u8; 64] {
+    let key = public_key(seed);
+    SigningKey::from_bytes(seed).sign(&registration_bytes(node, session, &key)).to_bytes()
+}
+
+/// Checks a registration proof; returns the key it proves.
+pub fn verify_registration(
+    node: &str,
+    session: u64,
+    public_key: &[u8],
+    proof: &[u8],
+) -> Result<[u8; 32], AttestError> {
+    let key: [u8; 32] = public_key.try_into().map_err(|_| AttestError::BadKey)?;
+    let verifying = VerifyingKey::from_bytes(&key).map_err(|_| AttestError::BadKey)?;
+    let sig: &[u8; 64] = proof.try_into().map_err(|_| AttestError::BadSignature)?;
+    verifying
+        .verify(&registration_bytes(node, session, &key), &Signature::from_bytes(sig))
+        .map_err(|_| AttestError::Forged)?;
+    Ok(key)
+}
+
 /// The public key of a node's 32-byte secret seed, as it registers it.
 pub fn public_key(seed: &[u8; 32]) -> [u8; 32] {
     SigningKey::from_bytes(seed).verifying_key().to_bytes()
@@ -172,6 +207,18 @@ mod tests {
         );
         // Length prefixes: moving bytes between a name and its content changes the digest.
         assert_ne!(result_digest(ok, &[("ab", b"c")]), result_digest(ok, &[("a", b"bc")]));
+    }
+
+    #[test]
+    fn a_registration_proves_the_key_for_that_node_and_session_only() {
+        let seed = [9u8; 32];
+        let key = public_key(&seed);
+        let proof = registration_proof(&seed, "node1", 77);
+        assert_eq!(verify_registration("node1", 77, &key, &proof), Ok(key));
+        assert_eq!(verify_registration("node2", 77, &key, &proof), Err(AttestError::Forged));
+        assert_eq!(verify_registration("node1", 78, &key, &proof), Err(AttestError::Forged));
+        let other = public_key(&[1u8; 32]);
+        assert_eq!(verify_registration("node1", 77, &other, &proof), Err(AttestError::Forged));
     }
 
     proptest! {

@@ -173,6 +173,10 @@ pub struct NodeRegistration {
     /// the assignment stream delivers it now. A new session is a restarted agent: what it
     /// does not list died with the old process.
     pub session: u64,
+    /// The agent's ed25519 public key, whose possession the controller checked
+    /// (`attest::registration_proof`). The first key a node registers with is its key from
+    /// then on: another is refused.
+    pub public_key: Option<[u8; 32]>,
 }
 
 /// The scheduler's proposal. `apply` re-checks every placement against the state it meets.
@@ -274,6 +278,8 @@ pub enum Rejected {
     StaleSession(String),
     #[error("{0}")]
     Account(#[from] crate::accounts::AccountError),
+    #[error("node {0} registered with another key")]
+    KeyMismatch(String),
 }
 
 /// Applies one committed command. Either changes the state as a whole or returns why not.
@@ -442,6 +448,11 @@ fn register_node(
     reg: NodeRegistration,
     now: u64,
 ) -> Result<Applied, Rejected> {
+    // A node's key is the one it first registered with: no one else may speak as it.
+    let known_key = state.nodes.get(&reg.name).and_then(|n| n.public_key);
+    if known_key.is_some() && known_key != reg.public_key {
+        return Err(Rejected::KeyMismatch(reg.name));
+    }
     // Jobs a restarted agent no longer lists are lost with the old process.
     let reconnect = state.nodes.get(&reg.name).is_some_and(|n| n.session == reg.session);
     let lost: Vec<JobId> = state
@@ -482,6 +493,7 @@ fn register_node(
         session: reg.session,
         version: reg.version,
         os: reg.os,
+        public_key: reg.public_key,
     };
     // Re-derive the allocation from the jobs that survive on this node.
     for id in &state.active {

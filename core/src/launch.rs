@@ -766,6 +766,7 @@ _=/usr/bin/env";
                 os: "Linux".into(),
                 running: vec![],
                 session: 0,
+                public_key: None,
             };
             fsm::apply(&mut state, Command::RegisterNode { reg: Box::new(reg), now: 1 })
                 .expect("register");

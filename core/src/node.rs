@@ -55,6 +55,8 @@ pub struct Node {
     pub session: u64,
     pub version: String,
     pub os: String,
+    /// The agent's ed25519 public key (fsm's `NodeRegistration::public_key`).
+    pub public_key: Option<[u8; 32]>,
 }
 
 impl Node {
@@ -240,6 +242,7 @@ mod tests {
             session: 0,
             version: String::new(),
             os: String::new(),
+            public_key: None,
         }
     }
 

@@ -35,6 +35,7 @@ fn reg_session(name: &str, running: Vec<(u32, u32)>, session: u64) -> Command {
             os: "linux".into(),
             running,
             session,
+            public_key: None,
         }),
         now: 1,
     }
@@ -493,4 +494,29 @@ fn a_node_without_the_minimum_stake_gets_no_work() {
     let acme = &st.accounts.operators["acme"];
     assert_eq!((acme.balance, acme.bonds["node1"].stake), (500, 499));
     assert_eq!(acme.bonds["node1"].unbonding, vec![(1, 26 + st.config.unbond_delay_secs)]);
+}
+
+#[test]
+fn a_node_keeps_the_key_it_first_registered_with() {
+    let keyed = |key: Option<[u8; 32]>, session| {
+        let Command::RegisterNode { mut reg, now } = reg_session("node1", vec![], session) else {
+            unreachable!()
+        };
+        reg.public_key = key;
+        Command::RegisterNode { reg, now }
+    };
+    let (a, b) = (Some([1u8; 32]), Some([2u8; 32]));
+    let mut st = ClusterState::new(ClusterConfig::default());
+    fsm::apply(&mut st, keyed(a, 1)).unwrap();
+    assert_eq!(st.nodes["node1"].public_key, a);
+    for other in [b, None] {
+        assert_eq!(
+            fsm::apply(&mut st, keyed(other, 2)),
+            Err(Rejected::KeyMismatch("node1".into())),
+            "no one else may speak as node1"
+        );
+    }
+    assert_eq!(st.nodes["node1"].session, 1, "the refused registrations changed nothing");
+    fsm::apply(&mut st, keyed(a, 3)).unwrap();
+    assert_eq!(st.nodes["node1"].session, 3, "the node itself, restarted");
 }

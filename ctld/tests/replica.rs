@@ -326,5 +326,6 @@ fn node1() -> NodeRegistration {
         os: "linux".into(),
         running: vec![],
         session: 1,
+        public_key: None,
     }
 }

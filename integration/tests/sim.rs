@@ -118,6 +118,7 @@ fn registered(cpus: u32) -> ClusterState {
         os: "t".into(),
         running: vec![],
         session: 1,
+        public_key: None,
     };
     fsm::apply(&mut st, Command::RegisterNode { reg: Box::new(reg), now: 1 }).unwrap();
     st

@@ -37,6 +37,8 @@ pub struct AgentConfig {
     pub heartbeat: Duration,
     pub runner: RunnerConfig,
     pub health: HealthConfig,
+    /// The node's ed25519 secret seed (identity.rs).
+    pub key: [u8; 32],
 }
 
 type Key = (u32, u32);
@@ -184,6 +186,9 @@ pub async fn run(cfg: AgentConfig, shutdown: impl std::future::Future<Output = (
                 running,
                 session,
                 health: Some((&*health.lock().expect("lock")).into()),
+                public_key: chorus_core::attest::public_key(&cfg.key).to_vec(),
+                key_proof: chorus_core::attest::registration_proof(&cfg.key, &cfg.name, session)
+                    .to_vec(),
             };
             match node_rpc!(ctl, PATIENCE, register, reg) {
                 Ok(r) => {

@@ -207,6 +207,7 @@ fn main() -> anyhow::Result<()> {
         cgroups: cgroups.clone(),
     };
     let cgroup_parent = cgroups.clone();
+    let key = chorus_noded::identity::load_or_create(&a.state_dir).map_err(anyhow::Error::msg)?;
     let cfg = AgentConfig {
         runner: RunnerConfig {
             cgroups,
@@ -217,6 +218,7 @@ fn main() -> anyhow::Result<()> {
             ..RunnerConfig::new(name.clone(), a.state_dir, stepd)
         },
         health,
+        key,
         name,
         controllers,
         cpus: a.node_cpus.unwrap_or_else(inventory::os_cpus),

@@ -185,6 +185,18 @@ impl TryFrom<pn::RegisterRequest> for NodeRegistration {
         if !p.gpus.iter().all(|g| seen.insert(g.index)) {
             return Err(bad("gpus", "GPU indices must be distinct"));
         }
+        let public_key = match (p.public_key.is_empty(), p.key_proof.is_empty()) {
+            (true, true) => None,
+            _ => Some(
+                chorus_core::attest::verify_registration(
+                    &p.name,
+                    p.session,
+                    &p.public_key,
+                    &p.key_proof,
+                )
+                .map_err(|e| bad("key_proof", e))?,
+            ),
+        };
         Ok(NodeRegistration {
             name: p.name,
             addr: p.addr,
@@ -205,6 +217,7 @@ impl TryFrom<pn::RegisterRequest> for NodeRegistration {
             },
             boot_time: p.boot_time,
             session: p.session,
+            public_key,
             version: p.version,
             os: p.os,
             running: p.running.into_iter().map(|r| (r.job_id, r.attempt)).collect(),
@@ -458,6 +471,30 @@ mod tests {
             name: name.into(),
             session: 7,
             health: problem.map(|p| pn::Health { problem: p.into() }),
+        }
+    }
+
+    #[test]
+    fn a_registration_key_must_be_proven() {
+        use chorus_core::attest::{public_key, registration_proof};
+        let seed = [5u8; 32];
+        let reg = |key: Vec<u8>, proof: Vec<u8>| pn::RegisterRequest {
+            name: "node1".into(),
+            cpus: 2,
+            mem_mb: 1000,
+            session: 9,
+            public_key: key,
+            key_proof: proof,
+            ..Default::default()
+        };
+        let (key, proof) =
+            (public_key(&seed).to_vec(), registration_proof(&seed, "node1", 9).to_vec());
+        let ok = NodeRegistration::try_from(reg(key.clone(), proof.clone())).unwrap();
+        assert_eq!(ok.public_key, Some(public_key(&seed)));
+        assert_eq!(NodeRegistration::try_from(reg(vec![], vec![])).unwrap().public_key, None);
+        let other = public_key(&[6u8; 32]).to_vec();
+        for (k, p) in [(other, proof.clone()), (key.clone(), vec![]), (vec![1, 2], proof)] {
+            assert_eq!(NodeRegistration::try_from(reg(k, p)).unwrap_err().field, "key_proof");
         }
     }
 

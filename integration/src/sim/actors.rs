@@ -274,6 +274,7 @@ impl Agent {
             os: "sim".into(),
             running: self.running.keys().chain(&self.finished).copied().collect(),
             session: self.session,
+            public_key: None,
         }
     }
 

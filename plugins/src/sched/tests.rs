@@ -32,6 +32,7 @@ fn cluster(nodes: u32, cpus: u32) -> ClusterState {
             os: "linux".into(),
             running: vec![],
             session: 0,
+            public_key: None,
         };
         fsm::apply(&mut st, Command::RegisterNode { reg: Box::new(reg), now: 1 }).unwrap();
     }
@@ -147,6 +148,7 @@ fn gpu_node(st: &mut ClusterState, name: &str, models: &[&str]) {
         os: "linux".into(),
         running: vec![],
         session: 0,
+        public_key: None,
     };
     fsm::apply(st, Command::RegisterNode { reg: Box::new(reg), now: 1 }).unwrap();
 }
