@@ -393,10 +393,7 @@ fn start(
     }
     let (mut cmd, pipes) = stepd::command(&cfg.stepd, &plan)?;
     cmd.envs(env).stdout(stdout).stderr(stderr);
-    let mut child = {
-        let _guard = SCRIPT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        cmd.spawn()?
-    };
+    let mut child = spawn_exclusive(|| cmd.spawn())?;
     // stepd waits until it is in the job's cgroup, so the script is contained from its
     // first instruction.
     if let Some(cg) = cgroup
