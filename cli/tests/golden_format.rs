@@ -120,7 +120,7 @@ impl Sim {
             })
             .collect();
         self.apply(Command::ApplyPlan {
-            plan: Plan { starts: vec![Placement { job, alloc }], reasons: vec![] },
+            plan: Plan { starts: vec![Placement::single(job, alloc)], reasons: vec![] },
             now,
         });
         assert!(self.st.jobs[&job].start_time.is_some(), "job {job} did not start");
@@ -134,6 +134,9 @@ impl Sim {
     fn end_with(&mut self, job: JobId, exit: ExitStatus, cause: EndCause, usage: Usage, now: u64) {
         let j = &self.st.jobs[&job];
         let report = JobReport {
+            replica: 0,
+            digest: [0; 32],
+            signature: vec![],
             job,
             attempt: j.restarts,
             node: j.alloc[0].node.clone(),
@@ -174,7 +177,7 @@ impl Sim {
     fn start_on_gpu(&mut self, job: JobId, now: u64) {
         let alloc = vec![NodeAlloc { node: "gpu1".into(), cpus: 1, mem_mb: 256, gpus: vec![0] }];
         self.apply(Command::ApplyPlan {
-            plan: Plan { starts: vec![Placement { job, alloc }], reasons: vec![] },
+            plan: Plan { starts: vec![Placement::single(job, alloc)], reasons: vec![] },
             now,
         });
         assert!(self.st.jobs[&job].start_time.is_some(), "job {job} did not start");

@@ -26,6 +26,19 @@ pub struct Accounts {
     pub operators: BTreeMap<String, Operator>,
     /// Node → the operator whose stake it holds.
     pub node_operator: BTreeMap<String, String>,
+    /// Users' credits, which pay for their jobs' verified work.
+    pub users: BTreeMap<String, User>,
+}
+
+/// A user's account.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    pub balance: u64,
+    /// Charged for verified work, in all.
+    pub spent: u64,
+    /// Charged beyond the balance: the user submits nothing to a priced partition until it is
+    /// paid.
+    pub owed: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -129,6 +142,101 @@ impl Accounts {
         op.balance += amount;
         op.log(Entry::Deposited { amount, at: now });
         Ok(())
+    }
+
+    /// The stake a verdict can take from `node`: bonded, and on its way out.
+    pub fn slashable(&self, node: &str) -> u64 {
+        self.bond(node).map_or(0, |b| b.stake + b.unbonding.iter().map(|(a, _)| a).sum::<u64>())
+    }
+
+    /// Verified agreements in a row of `node` (0 for a node no operator bonded).
+    pub fn agreements(&self, node: &str) -> u32 {
+        self.bond(node).map_or(0, |b| b.agreements)
+    }
+
+    fn bond_mut(&mut self, node: &str) -> Option<(&mut Operator, String)> {
+        let op = self.node_operator.get(node)?;
+        Some((self.operators.get_mut(op)?, node.to_owned()))
+    }
+
+    /// Credits `amount` to the operator of `node` for verified work on `job`; a node no
+    /// operator bonded earns nothing (it has no account to be paid into).
+    pub fn pay(&mut self, node: &str, job: JobId, amount: u64, now: u64) {
+        let Some((op, node)) = self.bond_mut(node) else { return };
+        op.release_due(now);
+        op.balance += amount;
+        op.earned += amount;
+        op.log(Entry::Paid { job, node, amount, at: now });
+    }
+
+    /// One more verified agreement for `node` (what adaptive replication counts).
+    pub fn agreed(&mut self, node: &str) {
+        if let Some((op, node)) = self.bond_mut(node)
+            && let Some(b) = op.bonds.get_mut(&node)
+        {
+            b.agreements = b.agreements.saturating_add(1);
+        }
+    }
+
+    /// Takes `amount` from `node`'s stake (bonded first, then unbonding, newest first) for
+    /// disagreeing with the verified result of `job`, and resets its record of agreements.
+    /// Returns what was taken.
+    pub fn slash(&mut self, node: &str, job: JobId, amount: u64, now: u64) -> u64 {
+        let Some((op, node)) = self.bond_mut(node) else { return 0 };
+        let Some(b) = op.bonds.get_mut(&node) else { return 0 };
+        b.agreements = 0;
+        let mut left = amount;
+        let from_stake = left.min(b.stake);
+        b.stake -= from_stake;
+        left -= from_stake;
+        for (a, _) in b.unbonding.iter_mut().rev() {
+            let take = left.min(*a);
+            *a -= take;
+            left -= take;
+        }
+        b.unbonding.retain(|(a, _)| *a > 0);
+        let taken = amount - left;
+        op.slashed += taken;
+        op.log(Entry::Slashed { job, node, amount: taken, at: now });
+        taken
+    }
+
+    /// Forgets `node`'s record of agreements (it lost a replica: trust starts over).
+    pub fn reset_agreements(&mut self, node: &str) {
+        if let Some((op, node)) = self.bond_mut(node)
+            && let Some(b) = op.bonds.get_mut(&node)
+        {
+            b.agreements = 0;
+        }
+    }
+
+    /// Credits a user's account, opening it (an admin's command).
+    pub fn credit_user(&mut self, user: &str, amount: u64) -> Result<(), AccountError> {
+        if amount == 0 {
+            return Err(AccountError::Zero);
+        }
+        let u = self.users.entry(user.to_owned()).or_default();
+        let repaid = amount.min(u.owed);
+        u.owed -= repaid;
+        u.balance += amount - repaid;
+        Ok(())
+    }
+
+    /// Charges `user` for verified work: from the balance, and what it cannot cover is owed.
+    pub fn charge_user(&mut self, user: &str, amount: u64) {
+        if amount == 0 {
+            return;
+        }
+        let u = self.users.entry(user.to_owned()).or_default();
+        let paid = amount.min(u.balance);
+        u.balance -= paid;
+        u.owed += amount - paid;
+        u.spent += amount;
+    }
+
+    /// Whether `user` may submit to a partition that charges: it has credits and owes none.
+    pub fn user_can_pay(&self, user: &str) -> bool {
+        self.users.get(user).is_some_and(|u| u.balance > 0 && u.owed == 0)
     }
 
     /// Moves `amount` of `operator`'s balance to `node`'s stake.

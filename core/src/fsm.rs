@@ -12,6 +12,11 @@
 //! half-way: each command either changes the state as a whole or not at all.
 //!
 //! Command variants are append-only: their order is part of the log format.
+//!
+//! A job runs as one or more replicas (`replicas.rs`): most of what happens to a running job
+//! happens to one of its replicas first, and to the job when its replicas are done.
+
+mod replicas;
 
 use std::sync::Arc;
 
@@ -19,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::job::{
     ExitStatus, Hold, Job, JobId, JobSpec, JobState, NodeAlloc, OutputFile, PendingReason,
-    StopCause, Usage,
+    StopCause, Usage, Verdict,
 };
 use crate::node::{Health, HealthChange, Node, NodeResources, NodeState};
 use crate::slurm::time::TimeLimit;
@@ -127,6 +132,20 @@ pub enum Command {
         amount: u64,
         now: u64,
     },
+    /// The agreement classes of a replicated job's reported replicas (replica indices), as
+    /// the leader's validator found them; applying it decides the job (`trust::decide`).
+    Verdict {
+        job: JobId,
+        attempt: u32,
+        classes: Vec<Vec<u32>>,
+        now: u64,
+    },
+    /// Credits a user's account, which pays for its jobs' verified work (an admin's command).
+    CreditUser {
+        user: String,
+        amount: u64,
+        now: u64,
+    },
 }
 
 /// A client's id for one submission, random (128 bits), reused when it retries.
@@ -151,7 +170,9 @@ impl Command {
             | Command::RegisterNodeChecked { now, .. }
             | Command::Deposit { now, .. }
             | Command::Bond { now, .. }
-            | Command::Unbond { now, .. } => *now,
+            | Command::Unbond { now, .. }
+            | Command::Verdict { now, .. }
+            | Command::CreditUser { now, .. } => *now,
         }
     }
 }
@@ -187,10 +208,24 @@ pub struct Plan {
     pub reasons: Vec<(JobId, PendingReason)>,
 }
 
+/// Replicas to start for one job: a pending job's first `quorum` replicas, or more for a
+/// running job whose replicas disagreed (or one was lost).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Placement {
     pub job: JobId,
-    pub alloc: Vec<NodeAlloc>,
+    /// For a pending job, the replicas that must agree, as the job's replication policy
+    /// chose: `replicas.len()` must equal it. Ignored for a running job.
+    pub quorum: u32,
+    /// Each replica's allocation (its first node runs the batch script), on nodes of
+    /// distinct operators.
+    pub replicas: Vec<Vec<NodeAlloc>>,
+}
+
+impl Placement {
+    /// A job started once, on `alloc` (what every job of a `fixed:1` partition gets).
+    pub fn single(job: JobId, alloc: Vec<NodeAlloc>) -> Self {
+        Self { job, quorum: 1, replicas: vec![alloc] }
+    }
 }
 
 /// How the node saw a job end.
@@ -208,7 +243,7 @@ pub enum EndCause {
     LaunchFailed,
 }
 
-/// A node's report that a job's batch script ended.
+/// A node's report that one replica of a job's batch script ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobReport {
     pub job: JobId,
@@ -218,6 +253,28 @@ pub struct JobReport {
     pub cause: EndCause,
     pub usage: Usage,
     pub outputs: Vec<OutputFile>,
+    /// Which of the job's replicas this is.
+    pub replica: u32,
+    /// `attest::result_digest` of the exit status and the output files (the controller
+    /// computed it again from the bytes it received).
+    pub digest: [u8; 32],
+    /// The node's ed25519 signature over the attestation (`attest::Attestation`); empty from
+    /// a node without a key.
+    pub signature: Vec<u8>,
+}
+
+impl JobReport {
+    /// The statement the node signed.
+    pub fn attestation(&self) -> crate::attest::Attestation {
+        crate::attest::Attestation {
+            job: self.job,
+            replica: self.replica,
+            node: self.node.clone(),
+            digest: self.digest,
+            exit: self.exit,
+            usage: self.usage,
+        }
+    }
 }
 
 /// Fields `scontrol update job` may change.
@@ -280,6 +337,14 @@ pub enum Rejected {
     Account(#[from] crate::accounts::AccountError),
     #[error("node {0} registered with another key")]
     KeyMismatch(String),
+    #[error("report from node {node} not believed: {why}")]
+    BadAttestation { node: String, why: String },
+    #[error("verdict on job {job} refused: {why}")]
+    BadVerdict { job: JobId, why: String },
+    #[error(
+        "Job violates accounting/QOS policy (job submit limit, user's size and/or time limits): user {0} has no credits for a priced partition"
+    )]
+    NoCredits(String),
 }
 
 /// Applies one committed command. Either changes the state as a whole or returns why not.
@@ -290,7 +355,7 @@ pub fn apply(state: &mut ClusterState, cmd: Command) -> Result<Applied, Rejected
         Command::SubmitOnce { request, spec, now } => submit_once(state, request, *spec, now),
         Command::RegisterNode { reg, now } => register_node(state, *reg, now),
         Command::ApplyPlan { plan, now } => Ok(apply_plan(state, plan, now)),
-        Command::JobEnded { report, now } => job_ended(state, *report, now),
+        Command::JobEnded { report, now } => replicas::report(state, *report, now),
         Command::Cancel { jobs, uid, now } => cancel(state, &jobs, uid, now),
         Command::Hold { jobs, admin, now: _ } => hold(state, &jobs, admin),
         Command::Release { jobs, now } => release(state, &jobs, now),
@@ -324,6 +389,13 @@ pub fn apply(state: &mut ClusterState, cmd: Command) -> Result<Applied, Rejected
         Command::Unbond { operator, node, amount, now } => {
             let delay = state.config.unbond_delay_secs;
             state.accounts.unbond_node(&operator, &node, amount, now, delay)?;
+            Ok(Applied::Nothing)
+        }
+        Command::Verdict { job, attempt, classes, now } => {
+            replicas::verdict(state, job, attempt, classes, now)
+        }
+        Command::CreditUser { user, amount, now: _ } => {
+            state.accounts.credit_user(&user, amount)?;
             Ok(Applied::Nothing)
         }
     }
@@ -362,6 +434,10 @@ pub fn check_submit(state: &ClusterState, spec: &JobSpec) -> Result<String, Reje
             }
         }
     }
+    let priced = partition.price_cpu_hour > 0 || partition.price_gpu_hour > 0;
+    if priced && !state.accounts.user_can_pay(&spec.user) {
+        return Err(Rejected::NoCredits(spec.user.clone()));
+    }
     Ok(partition.name.clone())
 }
 
@@ -395,6 +471,8 @@ fn submit(state: &mut ClusterState, spec: JobSpec, now: u64) -> Result<Applied, 
         Some(TimeLimit::Unlimited) => None,
         None => part.default_time_min.or(part.max_time_min),
     };
+    let replication = spec.replication.unwrap_or(part.replication);
+    let verify = spec.verify.clone().unwrap_or_else(|| part.verify.clone());
     let spec = Arc::new(spec);
     let tasks: Vec<Option<u32>> = match &spec.array {
         Some(a) => a.tasks.iter().copied().map(Some).collect(),
@@ -428,6 +506,16 @@ fn submit(state: &mut ClusterState, spec: JobSpec, now: u64) -> Result<Applied, 
             cancelled_by: None,
             usage: Usage::default(),
             outputs: vec![],
+            replication,
+            verify: verify.clone(),
+            quorum: 0,
+            wanted: 0,
+            replicas: vec![],
+            verdict: Verdict::Pending,
+            agreed: vec![],
+            result_replica: None,
+            paid: 0,
+            charged: 0,
         };
         state.jobs.insert(id, job);
         state.pending.insert(id);
@@ -453,7 +541,7 @@ fn register_node(
     if known_key.is_some() && known_key != reg.public_key {
         return Err(Rejected::KeyMismatch(reg.name));
     }
-    // Jobs a restarted agent no longer lists are lost with the old process.
+    // Replicas a restarted agent no longer lists are lost with the old process.
     let reconnect = state.nodes.get(&reg.name).is_some_and(|n| n.session == reg.session);
     let lost: Vec<JobId> = state
         .active
@@ -462,12 +550,12 @@ fn register_node(
         .filter(|id| {
             let j = &state.jobs[id];
             !reconnect
-                && j.alloc.first().is_some_and(|a| a.node == reg.name)
+                && j.replica_on(&reg.name).is_some()
                 && !reg.running.contains(&(j.id, j.restarts))
         })
         .collect();
     for id in &lost {
-        finish(state, *id, JobState::NodeFail, ExitStatus::default(), now);
+        replicas::lose(state, *id, &reg.name, now);
     }
     let incarnation = state.nodes.get(&reg.name).map_or(1, |n| n.incarnation + 1);
     let (keep_state, keep_reason, keep_set_by) = match state.nodes.get(&reg.name) {
@@ -495,9 +583,9 @@ fn register_node(
         os: reg.os,
         public_key: reg.public_key,
     };
-    // Re-derive the allocation from the jobs that survive on this node.
+    // Re-derive the allocation from the replicas that survive on this node.
     for id in &state.active {
-        for a in state.jobs[id].alloc.iter().filter(|a| a.node == node.name) {
+        for a in state.jobs[id].held().filter(|a| a.node == node.name) {
             node.alloc_cpus += a.cpus;
             node.alloc_mem_mb += a.mem_mb;
             node.alloc_gpus.extend(&a.gpus);
@@ -541,7 +629,8 @@ pub fn throttled(job: &Job, running_in_array: usize) -> bool {
         .is_some_and(|limit| running_in_array >= limit as usize)
 }
 
-/// Whether `alloc` fits `job` on the nodes as they are now.
+/// Whether `alloc` fits `job` on the nodes as they are now: one replica's allocation. A
+/// replicated job runs only on nodes with a key, whose reports can be checked.
 pub fn placement_fits(state: &ClusterState, job: &Job, alloc: &[NodeAlloc]) -> bool {
     let spec = &job.spec;
     let Some(part) = state.config.partition(&job.partition) else { return false };
@@ -557,6 +646,7 @@ pub fn placement_fits(state: &ClusterState, job: &Job, alloc: &[NodeAlloc]) -> b
         seen.insert(&a.node)
             && state.takes_work(node)
             && part.has_node(&node.name)
+            && (node.public_key.is_some() || !job.is_replicated())
             && a.cpus >= need.cpus
             && a.mem_mb >= need.mem_mb
             && a.cpus <= node.free_cpus()
@@ -570,28 +660,31 @@ fn apply_plan(state: &mut ClusterState, plan: Plan, now: u64) -> Applied {
     let mut started = vec![];
     for p in plan.starts {
         let Some(job) = state.jobs.get(&p.job) else { continue };
-        if job.state != JobState::Pending
-            || blocking_reason(state, job, now).is_some()
-            || job.array.is_some_and(|(a, _)| throttled(job, state.running_tasks(a)))
-            || !placement_fits(state, job, &p.alloc)
-        {
+        let fits = match job.state {
+            JobState::Pending => {
+                blocking_reason(state, job, now).is_none()
+                    && !job.array.is_some_and(|(a, _)| throttled(job, state.running_tasks(a)))
+                    && replicas::first_fit(state, job, &p)
+            }
+            _ => replicas::more_fit(state, job, &p),
+        };
+        if !fits {
             continue;
         }
-        for a in &p.alloc {
-            let node = state.nodes.get_mut(&a.node).expect("checked by placement_fits");
-            node.alloc_cpus += a.cpus;
-            node.alloc_mem_mb += a.mem_mb;
-            node.alloc_gpus.extend(&a.gpus);
+        let id = p.job;
+        if state.jobs[&id].state == JobState::Pending {
+            let job = state.jobs.get_mut(&id).expect("checked above");
+            job.state = JobState::Running;
+            job.reason = PendingReason::None;
+            job.start_time = Some(now);
+            job.eligible_time.get_or_insert(now);
+            job.quorum = p.quorum;
+            job.wanted = p.quorum;
+            state.pending.remove(&id);
+            state.active.insert(id);
         }
-        let job = state.jobs.get_mut(&p.job).expect("checked above");
-        job.state = JobState::Running;
-        job.reason = PendingReason::None;
-        job.start_time = Some(now);
-        job.eligible_time.get_or_insert(now);
-        job.alloc = p.alloc;
-        state.pending.remove(&p.job);
-        state.active.insert(p.job);
-        started.push(p.job);
+        replicas::start(state, id, p.replicas, now);
+        started.push(id);
     }
     for (id, reason) in plan.reasons {
         if let Some(job) = state.jobs.get_mut(&id)
@@ -607,38 +700,26 @@ fn apply_plan(state: &mut ClusterState, plan: Plan, now: u64) -> Applied {
     Applied::Started(started)
 }
 
-fn job_ended(state: &mut ClusterState, r: JobReport, now: u64) -> Result<Applied, Rejected> {
-    let job = state.jobs.get(&r.job).ok_or(Rejected::UnknownJob(r.job))?;
-    let batch_node = job.alloc.first().map(|a| a.node.as_str());
-    if !matches!(job.state, JobState::Running | JobState::Completing)
-        || batch_node != Some(r.node.as_str())
-        || job.restarts != r.attempt
-    {
-        return Err(Rejected::StaleReport { job: r.job, node: r.node });
-    }
-    let new_state = match (job.stopping, r.cause) {
-        (Some(StopCause::Requeue), _) => {
-            requeue_one(state, r.job, now);
-            return Ok(Applied::Changed(vec![r.job]));
-        }
+/// The state a job ends in, from why it was stopped (if it was) and how its result ended.
+fn end_state(stopping: Option<StopCause>, cause: EndCause, exit: ExitStatus) -> JobState {
+    match (stopping, cause) {
         (Some(StopCause::Cancelled), _) => JobState::Cancelled,
         (Some(StopCause::TimeLimit), _) | (_, EndCause::TimeLimit) => JobState::Timeout,
         (_, EndCause::OutOfMemory) => JobState::OutOfMemory,
         (_, EndCause::LaunchFailed) => JobState::Failed,
-        _ if r.exit == ExitStatus::default() => JobState::Completed,
+        _ if exit == ExitStatus::default() => JobState::Completed,
         _ => JobState::Failed,
-    };
-    let job = state.jobs.get_mut(&r.job).expect("checked above");
-    job.usage = r.usage;
-    job.outputs = r.outputs;
-    finish(state, r.job, new_state, r.exit, now);
-    Ok(Applied::Changed(vec![r.job]))
+    }
 }
 
-/// Moves a job to a terminal state and gives back what it held.
+/// Moves a job to a terminal state and gives back what it held. A replica still running
+/// counts for nothing from now on.
 fn finish(state: &mut ClusterState, id: JobId, to: JobState, exit: ExitStatus, now: u64) {
     release_alloc(state, id);
     let job = state.jobs.get_mut(&id).expect("caller checked");
+    for r in job.replicas.iter_mut().filter(|r| r.is_running()) {
+        r.state = crate::job::ReplicaState::Lost;
+    }
     job.state = to;
     job.exit = exit;
     job.end_time = Some(now);
@@ -657,12 +738,18 @@ fn finish(state: &mut ClusterState, id: JobId, to: JobState, exit: ExitStatus, n
     state.active.remove(&id);
 }
 
+/// Gives back what an active job's running replicas hold.
 fn release_alloc(state: &mut ClusterState, id: JobId) {
-    let job = state.jobs.get(&id).expect("caller checked");
     if !state.active.contains(&id) {
         return;
     }
-    for a in &job.alloc {
+    let held: Vec<NodeAlloc> = state.jobs[&id].held().cloned().collect();
+    give_back(state, &held);
+}
+
+/// Gives back allocations to their nodes.
+fn give_back(state: &mut ClusterState, allocs: &[NodeAlloc]) {
+    for a in allocs {
         if let Some(node) = state.nodes.get_mut(&a.node) {
             node.alloc_cpus = node.alloc_cpus.saturating_sub(a.cpus);
             node.alloc_mem_mb = node.alloc_mem_mb.saturating_sub(a.mem_mb);
@@ -682,7 +769,7 @@ fn requeue_one(state: &mut ClusterState, id: JobId, now: u64) {
     job.restarts += 1;
     job.start_time = None;
     job.end_time = None;
-    job.alloc.clear();
+    replicas::forget_attempt(job);
     // Slurm holds a requeued batch job's eligibility until it is submitted again.
     job.eligible_time = Some(now);
 }
@@ -711,6 +798,11 @@ fn cancel(
         }
         match state.jobs[&id].state {
             JobState::Pending => {
+                finish(state, id, JobState::Cancelled, ExitStatus::default(), now);
+                changed.push(id);
+            }
+            JobState::Running | JobState::Completing if state.jobs[&id].held().next().is_none() => {
+                // Between a dispute and its next replicas: nothing runs to be stopped.
                 finish(state, id, JobState::Cancelled, ExitStatus::default(), now);
                 changed.push(id);
             }
@@ -766,6 +858,9 @@ fn requeue(state: &mut ClusterState, jobs: &[JobId], now: u64) -> Result<Applied
     let mut changed = vec![];
     for &id in jobs {
         match state.jobs[&id].state {
+            JobState::Running if state.jobs[&id].held().next().is_none() => {
+                requeue_one(state, id, now);
+            }
             JobState::Running => {
                 state.jobs.get_mut(&id).expect("known").stopping = Some(StopCause::Requeue);
             }
@@ -778,7 +873,7 @@ fn requeue(state: &mut ClusterState, jobs: &[JobId], now: u64) -> Result<Applied
                 job.restarts += 1;
                 job.start_time = None;
                 job.end_time = None;
-                job.alloc.clear();
+                replicas::forget_attempt(job);
                 job.exit = ExitStatus::default();
                 job.eligible_time = Some(now);
             }
@@ -862,10 +957,10 @@ fn node_down(
         .active
         .iter()
         .copied()
-        .filter(|id| state.jobs[id].alloc.iter().any(|a| a.node == name))
+        .filter(|id| state.jobs[id].held().any(|a| a.node == name))
         .collect();
     for id in &lost {
-        finish(state, *id, JobState::NodeFail, ExitStatus::default(), now);
+        replicas::lose(state, *id, name, now);
     }
     Ok(Applied::Changed(lost))
 }

@@ -6,10 +6,13 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::fsm::EndCause;
 use crate::slurm::array::ArraySpec;
 use crate::slurm::dependency::Dependency;
 use crate::slurm::sbatch::OpenMode;
 use crate::slurm::time::TimeLimit;
+use crate::trust::ReplicationSpec;
+use crate::verify::VerifySpec;
 
 /// Slurm job ids are 32-bit; ids are never reused.
 pub type JobId = u32;
@@ -59,6 +62,13 @@ pub struct JobSpec {
     pub nice: i32,
     /// Accepted and shown, not acted on yet (`--account`, `--qos`, `--mail-type`, ...).
     pub other: BTreeMap<String, String>,
+    /// `--replicas=N|fixed:N|adaptive[...]`; `None`: the partition's policy.
+    pub replication: Option<ReplicationSpec>,
+    /// `--verify=exact|tolerance:REL[,ABS]`; `None`: the partition's validator.
+    pub verify: Option<VerifySpec>,
+    /// `--output-files=GLOB[,GLOB...]`: files, relative to the working directory, that are
+    /// part of the job's result (digested, compared between replicas, returned).
+    pub output_files: Vec<String>,
 }
 
 impl JobSpec {
@@ -99,6 +109,9 @@ impl JobSpec {
             requeue: true,
             nice: 0,
             other: BTreeMap::new(),
+            replication: None,
+            verify: None,
+            output_files: vec![],
         }
     }
 
@@ -282,6 +295,8 @@ pub enum PendingReason {
     OutOfMemory,
     NonZeroExitCode,
     RaisedSignal,
+    /// The job's replicas reached no majority (issue 6): it ended FAILED, nobody was paid.
+    VerificationFailed,
 }
 
 impl PendingReason {
@@ -303,6 +318,7 @@ impl PendingReason {
             PendingReason::OutOfMemory => "OutOfMemory",
             PendingReason::NonZeroExitCode => "NonZeroExitCode",
             PendingReason::RaisedSignal => "RaisedSignal",
+            PendingReason::VerificationFailed => "VerificationFailed",
         }
     }
 }
@@ -406,6 +422,107 @@ pub struct Job {
     pub cancelled_by: Option<u32>,
     pub usage: Usage,
     pub outputs: Vec<OutputFile>,
+    /// How many replicas this job runs, resolved at submission from `--replicas` or the
+    /// partition's policy (`fixed:1`: the job runs once, as in Slurm).
+    pub replication: ReplicationSpec,
+    /// How its replicas' results are compared, resolved at submission.
+    pub verify: VerifySpec,
+    /// The replicas that must agree (the policy's choice when the job started; 0 while
+    /// pending).
+    pub quorum: u32,
+    /// Replicas asked for so far in this attempt: the quorum, plus those a dispute added.
+    pub wanted: u32,
+    /// This attempt's replicas, in index order; `alloc` is their allocations, concatenated.
+    pub replicas: Vec<Replica>,
+    pub verdict: Verdict,
+    /// The replicas whose result became the job's (empty until a verdict).
+    pub agreed: Vec<u32>,
+    /// The replica whose output files are the job's (`outputs`): the first agreeing one, or
+    /// for a cancelled job the last to end.
+    pub result_replica: Option<u32>,
+    /// What the verdict moved: paid to the agreeing nodes' operators, and charged to the user.
+    pub paid: u64,
+    pub charged: u64,
+}
+
+/// One run of a job, on nodes of one operator: Chorus may run a job several times on nodes of
+/// different operators and compare the results (docs/trust-model.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Replica {
+    pub index: u32,
+    /// Its nodes: `alloc[0]` runs the batch script.
+    pub alloc: Vec<NodeAlloc>,
+    pub start_time: u64,
+    pub state: ReplicaState,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReplicaState {
+    Running,
+    /// Its node reported how it ended, with a signed attestation the controller checked.
+    Ended(ReplicaEnd),
+    /// Its node went down or its agent restarted before it reported: it counts for nothing.
+    Lost,
+}
+
+/// What a replica's node reported.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaEnd {
+    pub end_time: u64,
+    pub exit: ExitStatus,
+    pub cause: EndCause,
+    /// `attest::result_digest` of its exit status and files.
+    pub digest: [u8; 32],
+    pub usage: Usage,
+    pub outputs: Vec<OutputFile>,
+}
+
+impl Replica {
+    pub fn batch_node(&self) -> Option<&str> {
+        self.alloc.first().map(|a| a.node.as_str())
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.state == ReplicaState::Running
+    }
+
+    pub fn ended(&self) -> Option<&ReplicaEnd> {
+        match &self.state {
+            ReplicaState::Ended(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// Where a job's verification stands (`scontrol show job`'s `Verdict=`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Verdict {
+    /// Not decided: replicas are running, or have reported and await comparison.
+    #[default]
+    Pending,
+    /// The replicas disagreed; more run on nodes of other operators.
+    Disputed,
+    /// A majority agreed: its result is the job's.
+    Agreed,
+    /// No majority: the job failed verification.
+    Failed,
+}
+
+impl Verdict {
+    pub fn name(self) -> &'static str {
+        match self {
+            Verdict::Pending => "Pending",
+            Verdict::Disputed => "Disputed",
+            Verdict::Agreed => "Agreed",
+            Verdict::Failed => "Failed",
+        }
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// Why a running job is being stopped: decides its terminal state.
@@ -439,6 +556,47 @@ impl Job {
 
     pub fn node_names(&self) -> Vec<String> {
         self.alloc.iter().map(|a| a.node.clone()).collect()
+    }
+
+    /// What the job holds on nodes now: the allocations of its running replicas.
+    pub fn held(&self) -> impl Iterator<Item = &NodeAlloc> {
+        self.replicas.iter().filter(|r| r.is_running()).flat_map(|r| r.alloc.iter())
+    }
+
+    /// Its running replica whose batch script runs on `node` (at most one: a job's replicas
+    /// go to nodes of distinct operators).
+    pub fn replica_on(&self, node: &str) -> Option<&Replica> {
+        self.replicas.iter().find(|r| r.is_running() && r.batch_node() == Some(node))
+    }
+
+    /// Replicas of this attempt that count: running or reported (not lost).
+    pub fn live_replicas(&self) -> u32 {
+        self.replicas.iter().filter(|r| r.state != ReplicaState::Lost).count() as u32
+    }
+
+    /// Replicas the scheduler should start for this running job: those a dispute asked for,
+    /// or replacements of lost ones.
+    pub fn missing_replicas(&self) -> u32 {
+        if self.state != JobState::Running || self.stopping.is_some() {
+            return 0;
+        }
+        self.wanted.saturating_sub(self.live_replicas())
+    }
+
+    /// Whether every replica this job wants has reported and the results, more than one,
+    /// wait to be compared (the leader's validator, then `Command::Verdict`).
+    pub fn awaits_verdict(&self) -> bool {
+        self.state == JobState::Running
+            && self.stopping.is_none()
+            && self.held().next().is_none()
+            && self.live_replicas() == self.wanted
+            && self.replicas.iter().filter(|r| r.ended().is_some()).count() >= 2
+    }
+
+    /// Whether the job may run more than once (its results are then compared, and every
+    /// replica runs sandboxed, as on a node that shares no filesystem with the submitter).
+    pub fn is_replicated(&self) -> bool {
+        self.replication != ReplicationSpec::Fixed(1)
     }
 
     /// The moment a running job passes its time limit.

@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::job::{Job, JobId, JobInputs, JobSpec, MemRequest, NodeAlloc};
+use crate::job::{Job, JobId, JobInputs, JobSpec, MemRequest, NodeAlloc, Replica};
 use crate::slurm::hostlist;
 use crate::slurm::pattern::{PatternVars, default_output_pattern, expand_pattern};
 use crate::slurm::sbatch::OpenMode;
@@ -69,22 +69,37 @@ pub struct LaunchSpec {
     pub network: Network,
     /// `--container=PATH`: the OCI bundle to run the script in.
     pub container: Option<String>,
+    /// Which of the job's replicas this is (its report says so).
+    pub replica: u32,
+    /// Run as on a node that shares no filesystem with the submitter: in a working directory
+    /// of its own, its outputs returned through the controller, never written in place. Every
+    /// replica of a replicated job is, so none can overwrite another's result, and a node
+    /// cannot tell a spot check from a job it runs alone.
+    pub sandboxed: bool,
+    /// `--output-files` globs, relative to the working directory: part of the result.
+    pub output_files: Vec<String>,
 }
 
-/// Builds the launch of `job` (which must be Running with an allocation) for its batch node
-/// (`alloc[0]`), with the script and environment the controller kept for it.
-pub fn prepare(state: &ClusterState, job: &Job, inputs: &JobInputs) -> LaunchSpec {
-    debug_assert!(!job.alloc.is_empty(), "job {} has no allocation to launch on", job.id);
+/// Builds the launch of one replica of `job` (Running) for the replica's batch node
+/// (`alloc[0]`), with the script and environment the controller kept for it. Its environment
+/// names the replica's nodes; its output paths are the job's, the same for every replica.
+pub fn prepare(
+    state: &ClusterState,
+    job: &Job,
+    replica: &Replica,
+    inputs: &JobInputs,
+) -> LaunchSpec {
+    debug_assert!(!replica.alloc.is_empty(), "job {} has no allocation to launch on", job.id);
     let spec = &job.spec;
     let (stdout_path, stderr_path) = output_paths(job);
-    let batch = batch_alloc(job);
+    let batch = replica.alloc.first();
     LaunchSpec {
         job_id: job.id,
         attempt: job.restarts,
         script: inputs.script.clone(),
         args: spec.script_args.clone(),
         work_dir: spec.work_dir.clone(),
-        env: batch_environment(state, job, &inputs.env),
+        env: batch_environment(state, job, &replica.alloc, &inputs.env),
         stdout_path,
         stderr_path,
         open_append: matches!(spec.open_mode, OpenMode::Append),
@@ -104,6 +119,9 @@ pub fn prepare(state: &ClusterState, job: &Job, inputs: &JobInputs) -> LaunchSpe
             .find(|p| p.name == job.partition)
             .map_or_else(Network::default, |p| p.network),
         container: spec.other.get("container").cloned(),
+        replica: replica.index,
+        sandboxed: job.is_replicated(),
+        output_files: spec.output_files.clone(),
     }
 }
 
@@ -136,6 +154,7 @@ pub fn prepare(state: &ClusterState, job: &Job, inputs: &JobInputs) -> LaunchSpe
 pub fn batch_environment(
     state: &ClusterState,
     job: &Job,
+    alloc: &[NodeAlloc],
     user_env: &[(String, String)],
 ) -> Vec<(String, String)> {
     let spec = &job.spec;
@@ -144,8 +163,9 @@ pub fn batch_environment(
         env.insert(k.to_owned(), v);
     };
 
-    let batch_node = batch_alloc(job).map_or("", |a| a.node.as_str());
-    let nodes = job.node_names();
+    let batch = alloc.first();
+    let batch_node = batch.map_or("", |a| a.node.as_str());
+    let nodes: Vec<String> = alloc.iter().map(|a| a.node.clone()).collect();
     let nodelist = hostlist::compress(&nodes);
 
     // Identity of the job.
@@ -186,10 +206,10 @@ pub fn batch_environment(
     set("SLURM_NODELIST", nodelist);
     set("SLURM_JOB_NUM_NODES", nodes.len().to_string());
     set("SLURM_NNODES", nodes.len().to_string());
-    let cpus: Vec<u32> = job.alloc.iter().map(|a| a.cpus).collect();
+    let cpus: Vec<u32> = alloc.iter().map(|a| a.cpus).collect();
     set("SLURM_JOB_CPUS_PER_NODE", run_length(&cpus));
-    set("SLURM_CPUS_ON_NODE", batch_alloc(job).map_or(0, |a| a.cpus).to_string());
-    set("SLURM_TASKS_PER_NODE", run_length(&tasks_per_node(spec, &job.alloc)));
+    set("SLURM_CPUS_ON_NODE", batch.map_or(0, |a| a.cpus).to_string());
+    set("SLURM_TASKS_PER_NODE", run_length(&tasks_per_node(spec, alloc)));
     // Slurm sets the task count only when the user fixed it: `-n`, or `--ntasks-per-node`
     // (sbatch turns that into a task count of nodes × tasks per node).
     if spec.ntasks.is_some() || spec.ntasks_per_node.is_some() {
@@ -205,7 +225,7 @@ pub fn batch_environment(
     match spec.mem {
         // `--mem=0` asks for all of a node's memory: give the amount it got.
         Some(MemRequest::PerNode(0)) => {
-            set("SLURM_MEM_PER_NODE", batch_alloc(job).map_or(0, |a| a.mem_mb).to_string());
+            set("SLURM_MEM_PER_NODE", batch.map_or(0, |a| a.mem_mb).to_string());
         }
         Some(MemRequest::PerNode(mb)) => set("SLURM_MEM_PER_NODE", mb.to_string()),
         Some(MemRequest::PerCpu(mb)) => set("SLURM_MEM_PER_CPU", mb.to_string()),
@@ -215,7 +235,7 @@ pub fn batch_environment(
         }
         None => {}
     }
-    if let Some(a) = batch_alloc(job).filter(|a| !a.gpus.is_empty()) {
+    if let Some(a) = batch.filter(|a| !a.gpus.is_empty()) {
         let mut gpus = a.gpus.clone();
         gpus.sort_unstable();
         let list = gpus.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
@@ -782,7 +802,7 @@ _=/usr/bin/env";
     }
 
     fn start(state: &mut ClusterState, job: JobId, alloc: Vec<NodeAlloc>) {
-        let plan = Plan { starts: vec![Placement { job, alloc }], reasons: vec![] };
+        let plan = Plan { starts: vec![Placement::single(job, alloc)], reasons: vec![] };
         let applied = fsm::apply(state, Command::ApplyPlan { plan, now: 20 });
         assert_eq!(applied, Ok(Applied::Started(vec![job])), "plan refused");
     }
@@ -806,7 +826,7 @@ _=/usr/bin/env";
     }
 
     fn env_of(state: &ClusterState, job: &Job) -> BTreeMap<String, String> {
-        as_map(&batch_environment(state, job, &job.spec.env))
+        as_map(&batch_environment(state, job, &job.alloc, &job.spec.env))
     }
 
     #[test]
@@ -1012,7 +1032,7 @@ _=/usr/bin/env";
         );
         spec.work_dir = "/tmp/slurm-ref-capture/sub".into();
         let (state, job) = running(7, &[("node1", 0)], spec, vec![on("node1", 1, 256, &[])]);
-        let env = batch_environment(&state, &job, &job.spec.env);
+        let env = batch_environment(&state, &job, &job.alloc, &job.spec.env);
         let map = as_map(&env);
         assert_eq!(map["SLURM_JOB_ID"], "7");
         assert_eq!(map["FOO"], "bar");
@@ -1031,6 +1051,9 @@ _=/usr/bin/env";
         // Let the first job end so that the dependency is satisfied.
         start(&mut state, first, vec![on("node1", 1, 256, &[])]);
         let report = fsm::JobReport {
+            replica: 0,
+            digest: [0; 32],
+            signature: vec![],
             job: first,
             attempt: 0,
             node: "node1".into(),
@@ -1052,9 +1075,12 @@ _=/usr/bin/env";
         let (mut state, job) =
             running(1, &[("node1", 0)], base_spec(), vec![on("node1", 1, 256, &[])]);
         assert!(!env_of(&state, &job).contains_key("SLURM_RESTART_COUNT"));
-        assert_eq!(prepare(&state, &job, &job.spec.inputs()).attempt, 0);
+        assert_eq!(prepare(&state, &job, &job.replicas[0], &job.spec.inputs()).attempt, 0);
         fsm::apply(&mut state, Command::Requeue { jobs: vec![job.id], now: 30 }).expect("requeue");
         let report = fsm::JobReport {
+            replica: 0,
+            digest: [0; 32],
+            signature: vec![],
             job: job.id,
             attempt: 0,
             node: "node1".into(),
@@ -1069,7 +1095,7 @@ _=/usr/bin/env";
         start(&mut state, job.id, vec![on("node1", 1, 256, &[])]);
         let job = &state.jobs[&job.id];
         assert_eq!(env_of(&state, job)["SLURM_RESTART_COUNT"], "1");
-        assert_eq!(prepare(&state, job, &job.spec.inputs()).attempt, 1);
+        assert_eq!(prepare(&state, job, &job.replicas[0], &job.spec.inputs()).attempt, 1);
     }
 
     #[test]
@@ -1085,14 +1111,14 @@ _=/usr/bin/env";
         };
         let alloc = vec![on("node2", 2, 512, &[1]), on("node1", 1, 256, &[0])];
         let (state, job) = running(5, &[("node1", 2), ("node2", 2)], spec, alloc);
-        let launch = prepare(&state, &job, &job.spec.inputs());
+        let launch = prepare(&state, &job, &job.replicas[0], &job.spec.inputs());
         let want = LaunchSpec {
             job_id: 5,
             attempt: 0,
             script: "#!/bin/bash\nenv | sort\n".into(),
             args: vec!["a".into(), "b c".into()],
             work_dir: REF_DIR.into(),
-            env: batch_environment(&state, &job, &job.spec.env),
+            env: batch_environment(&state, &job, &job.alloc, &job.spec.env),
             stdout_path: format!("{REF_DIR}/slurm-5.out"),
             stderr_path: format!("{REF_DIR}/slurm-5.out"),
             open_append: true,
@@ -1107,6 +1133,9 @@ _=/usr/bin/env";
             user: "root".into(),
             network: Network::Host,
             container: None,
+            replica: 0,
+            sandboxed: false,
+            output_files: vec![],
         };
         assert_eq!(launch, want);
         let env = as_map(&launch.env);
@@ -1120,7 +1149,7 @@ _=/usr/bin/env";
     #[test]
     fn default_time_limit_is_unlimited_and_truncates() {
         let (state, job) = running(1, &[("node1", 0)], base_spec(), vec![on("node1", 1, 256, &[])]);
-        let launch = prepare(&state, &job, &job.spec.inputs());
+        let launch = prepare(&state, &job, &job.replicas[0], &job.spec.inputs());
         assert_eq!(launch.time_limit_secs, None);
         assert!(!launch.open_append);
     }

@@ -13,6 +13,8 @@ use crate::fsm::RequestId;
 use crate::job::{Job, JobId, JobState};
 use crate::node::Node;
 use crate::slurm::dependency::{DepKind, Dependency, JobRef};
+use crate::trust::ReplicationSpec;
+use crate::verify::VerifySpec;
 
 /// A partition, as `PartitionName=` lines in slurm.conf describe one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,6 +30,36 @@ pub struct Partition {
     pub up: bool,
     /// What network a job of this partition sees on its node.
     pub network: Network,
+    /// How many times its jobs run, on nodes of distinct operators (`fixed:1`: once, as in
+    /// Slurm); a job's `--replicas` overrides it.
+    pub replication: ReplicationSpec,
+    /// How replicas' results are compared, unless a job's `--verify` says otherwise.
+    pub verify: VerifySpec,
+    /// The most replicas one job may run, disputes included.
+    pub max_replicas: u32,
+    /// Credits per CPU-hour a replica's node earns for verified work (and its user pays).
+    pub price_cpu_hour: u64,
+    /// Credits per GPU-hour, on top.
+    pub price_gpu_hour: u64,
+}
+
+impl Default for Partition {
+    fn default() -> Self {
+        Self {
+            name: "debug".into(),
+            nodes: None,
+            default: true,
+            max_time_min: None,
+            default_time_min: None,
+            up: true,
+            network: Network::Host,
+            replication: ReplicationSpec::Fixed(1),
+            verify: VerifySpec::Exact,
+            max_replicas: 5,
+            price_cpu_hour: 0,
+            price_gpu_hour: 0,
+        }
+    }
 }
 
 /// A job's network, per partition: the host's, only a loopback interface of its own, or no
@@ -91,27 +123,23 @@ pub struct ClusterConfig {
     pub min_stake: u64,
     /// Seconds unbonded stake stays slashable before it returns to its operator.
     pub unbond_delay_secs: u64,
+    /// Share of its bonded stake a node loses when it disagrees with a verified result, in
+    /// millionths.
+    pub slash_ppm: u32,
 }
 
 impl Default for ClusterConfig {
     fn default() -> Self {
         Self {
             cluster_name: "chorus".into(),
-            partitions: vec![Partition {
-                name: "debug".into(),
-                nodes: None,
-                default: true,
-                max_time_min: None,
-                default_time_min: None,
-                up: true,
-                network: Network::Host,
-            }],
+            partitions: vec![Partition::default()],
             def_mem_per_cpu: 256,
             kill_wait_secs: 30,
             max_array_size: 100_001,
             first_job_id: 1,
             min_stake: 0,
             unbond_delay_secs: 7 * 86_400,
+            slash_ppm: 100_000,
         }
     }
 }
@@ -159,7 +187,24 @@ pub enum DepStatus {
     Never,
 }
 
+/// Who answers for a node: the operator that bonded stake to it, or, for a node no operator
+/// bonded, the node alone. A job's replicas go to nodes with distinct keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum OperatorKey<'a> {
+    Operator(&'a str),
+    Unbonded(&'a str),
+}
+
 impl ClusterState {
+    /// Who answers for `node` (see [`OperatorKey`]); a node the cluster does not know answers
+    /// for nothing, and counts as one unbonded node with the others it does not know.
+    pub fn operator_of(&self, node: &str) -> OperatorKey<'_> {
+        match self.accounts.node_operator.get(node) {
+            Some(op) => OperatorKey::Operator(op),
+            None => OperatorKey::Unbonded(self.nodes.get_key_value(node).map_or("", |(k, _)| k)),
+        }
+    }
+
     /// Whether `node` may be given work: up, and with the stake the cluster asks.
     pub fn takes_work(&self, node: &crate::node::Node) -> bool {
         node.accepts_work() && self.accounts.has_stake(&node.name, self.config.min_stake)

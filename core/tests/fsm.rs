@@ -79,15 +79,15 @@ impl chorus_core::plugin::Scheduler for SimpleFifo {
             }
             if free >= 1 {
                 free -= 1;
-                plan.starts.push(fsm::Placement {
-                    job: *id,
-                    alloc: vec![chorus_core::job::NodeAlloc {
+                plan.starts.push(fsm::Placement::single(
+                    *id,
+                    vec![chorus_core::job::NodeAlloc {
                         node: "node1".into(),
                         cpus: 1,
                         mem_mb: 256,
                         gpus: vec![],
                     }],
-                });
+                ));
             }
         }
         plan
@@ -97,6 +97,9 @@ impl chorus_core::plugin::Scheduler for SimpleFifo {
 fn end(id: u32, node: &str, exit: ExitStatus, cause: EndCause) -> Command {
     Command::JobEnded {
         report: Box::new(JobReport {
+            replica: 0,
+            digest: [0; 32],
+            signature: vec![],
             job: id,
             attempt: 0,
             node: node.into(),

@@ -179,7 +179,10 @@ impl Client for ClientService {
                     .filter_map(|id| st.jobs.get(id))
                     .filter(|j| req.uid == 0 || j.spec.uid == req.uid)
                     .filter(|j| st.active.contains(&j.id))
-                    .filter_map(|j| Some((j.id, j.alloc.first()?.node.clone())))
+                    .flat_map(|j| {
+                        let running = j.replicas.iter().filter(|r| r.is_running());
+                        running.filter_map(|r| Some((j.id, r.batch_node()?.to_owned())))
+                    })
                     .collect::<Vec<_>>()
             });
             for (job, node) in &targets {
@@ -254,7 +257,8 @@ impl Client for ClientService {
         if !job.state.is_terminal() {
             return Err(Status::failed_precondition(format!("job {id} has not finished")));
         }
-        let data = self.store.outputs(id).map_err(|e| Status::internal(e.to_string()))?;
+        let replica = job.result_replica.unwrap_or(0);
+        let data = self.store.outputs(id, replica).map_err(|e| Status::internal(e.to_string()))?;
         let files = job
             .outputs
             .iter()
@@ -497,7 +501,7 @@ fn test_only(
     let plan = sched.plan(&trial, now);
     let (start_time, nodes) = match plan.starts.iter().find(|p| p.job == ids[0]) {
         Some(p) => {
-            let nodes: Vec<String> = p.alloc.iter().map(|a| a.node.clone()).collect();
+            let nodes: Vec<String> = p.replicas.iter().flatten().map(|a| a.node.clone()).collect();
             (now, chorus_core::slurm::hostlist::compress(&nodes))
         }
         // The earliest a running job is due to end is a lower bound on the start.

@@ -1,5 +1,5 @@
-//! Loops that run on the leader only: scheduling and node liveness. Both read the state and
-//! propose commands; neither changes anything itself.
+//! Loops that run on the leader only: scheduling, verification and node liveness. Each reads
+//! the state and proposes commands; none changes anything itself.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +11,7 @@ use tracing::{debug, warn};
 
 use crate::nodes::NodeHub;
 use crate::replica::ReplicaHandle;
+use crate::storage::{RaftStore, SledStorage};
 
 /// Runs the scheduler whenever the state changes (at most every `min_interval`) and at least
 /// every `max_interval`, and proposes the plan if it changes anything.
@@ -79,6 +80,51 @@ pub async fn liveness_loop(
             let cmd = Command::NodeDown { node, reason: "Not responding".into(), now: clock() };
             if let Err(e) = replica.propose(cmd, vec![]).await {
                 debug!(error = %e, "NodeDown not applied");
+            }
+        }
+    }
+}
+
+/// Compares the results of replicated jobs whose replicas have all reported, each with its
+/// job's validator (`verify/exact`, `verify/tolerance`) over the output files kept in sled,
+/// and proposes the classes as `Command::Verdict`. The comparison runs once, here; every
+/// controller then applies the same classes, so every controller reaches the same verdict.
+pub async fn verify_loop(replica: ReplicaHandle, store: SledStorage, clock: fn() -> u64) {
+    let mut applied = replica.applied();
+    loop {
+        tokio::select! {
+            r = applied.changed() => if r.is_err() { return },
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {},
+        }
+        applied.borrow_and_update();
+        if !replica.is_leader() {
+            continue;
+        }
+        let due: Vec<chorus_core::Job> = replica.read(|st| {
+            st.active
+                .iter()
+                .map(|id| &st.jobs[id])
+                .filter(|j| j.awaits_verdict())
+                .cloned()
+                .collect()
+        });
+        for job in due {
+            let mut unreadable = None;
+            let classes = chorus_plugins::verify::job_classes(&job, |r| {
+                store.outputs(job.id, r).unwrap_or_else(|e| {
+                    unreadable = Some(e.to_string());
+                    vec![]
+                })
+            });
+            if let Some(e) = unreadable {
+                warn!(job = job.id, error = %e, "cannot read a replica's outputs: verdict deferred");
+                continue;
+            }
+            debug!(job = job.id, ?classes, validator = job.verify.validator_name(), "verdict");
+            let cmd =
+                Command::Verdict { job: job.id, attempt: job.restarts, classes, now: clock() };
+            if let Err(e) = replica.propose(cmd, vec![]).await {
+                debug!(job = job.id, error = %e, "verdict not applied");
             }
         }
     }

@@ -4,6 +4,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use chorus_core::state::{ClusterConfig, Network, Partition};
+use chorus_core::trust::ReplicationSpec;
+use chorus_core::verify::VerifySpec;
 use chorus_ctld::server::{CtldConfig, Founding, Listeners, serve};
 use chorus_ctld::storage::Member;
 use clap::Parser;
@@ -69,6 +71,39 @@ struct Args {
     /// Take a snapshot and compact the log every this many entries.
     #[arg(long, default_value_t = 20_000)]
     snapshot_every: u64,
+    /// How many times the partition runs each job, on nodes of distinct operators:
+    /// `fixed:N` or `adaptive[:N,TRUSTED_AFTER,SPOT]` (docs/trust-model.md). `fixed:1` runs
+    /// each job once, as Slurm does; `sbatch --replicas` overrides it per job.
+    #[arg(long, default_value = "fixed:1")]
+    replication: ReplicationSpec,
+    /// How the partition compares replicas' results: `exact` or `tolerance:REL[,ABS]`.
+    #[arg(long, default_value = "exact")]
+    verify: VerifySpec,
+    /// The most replicas one job may run, disputes included.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=64))]
+    max_replicas: u32,
+    /// Credits per CPU-hour of verified work: paid to the nodes that agree, charged to the
+    /// user (whose account must then hold credits to submit). 0: free.
+    #[arg(long, default_value_t = 0)]
+    price_cpu_hour: u64,
+    /// Credits per GPU-hour of verified work, on top.
+    #[arg(long, default_value_t = 0)]
+    price_gpu_hour: u64,
+    /// Share of its stake a node loses when it disagrees with a verified result (0 to 1).
+    #[arg(long, default_value = "0.1", value_parser = parse_share)]
+    slash: u32,
+    /// The secret of adaptive replication's coin (default: random for each controller
+    /// process; set it only to replay a run).
+    #[arg(long)]
+    trust_seed: Option<u64>,
+}
+
+/// A share from 0 to 1 in millionths (`0.1` → 100 000).
+fn parse_share(s: &str) -> Result<u32, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok((v * 1_000_000.0).round() as u32),
+        _ => Err(format!("`{s}` is not a share from 0 to 1")),
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -89,6 +124,7 @@ fn main() -> anyhow::Result<()> {
         id: a.id,
         founding,
         tick: Duration::from_millis(a.tick_ms.max(10)),
+        trust_seed: a.trust_seed,
         state_dir: a.state_dir,
         cluster: ClusterConfig {
             cluster_name: a.cluster_name,
@@ -100,11 +136,17 @@ fn main() -> anyhow::Result<()> {
                 default_time_min: None,
                 up: true,
                 network: a.network,
+                replication: a.replication,
+                verify: a.verify,
+                max_replicas: a.max_replicas,
+                price_cpu_hour: a.price_cpu_hour,
+                price_gpu_hour: a.price_gpu_hour,
             }],
             def_mem_per_cpu: a.def_mem_per_cpu,
             kill_wait_secs: a.kill_wait,
             min_stake: a.min_stake,
             unbond_delay_secs: a.unbond_delay,
+            slash_ppm: a.slash,
             ..ClusterConfig::default()
         },
         scheduler: a.scheduler,

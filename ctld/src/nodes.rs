@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chorus_core::fsm::Command;
-use chorus_core::job::{JobId, JobInputs};
+use chorus_core::job::{JobId, JobInputs, Replica};
 use chorus_core::launch;
 use chorus_core::node::NodeState;
 use chorus_proto::WireError;
@@ -49,6 +49,34 @@ pub struct NodeHub {
     /// `health_gap` is told to try again rather than filling the log.
     health_changed: Mutex<HashMap<String, Instant>>,
     health_gap: Duration,
+    /// Refused reports, logged at most once a second per node.
+    pub refusals: LogLimit,
+}
+
+/// Lets a log line a peer can trigger through at most once per `every` for each key (the
+/// node that triggers it), so a node sending garbage in a loop cannot flood the log.
+pub struct LogLimit {
+    every: Duration,
+    last: Mutex<HashMap<String, Instant>>,
+}
+
+impl LogLimit {
+    pub fn new(every: Duration) -> Self {
+        Self { every, last: Mutex::new(HashMap::new()) }
+    }
+
+    /// Whether a line for `key` may be logged now (and, if so, notes that it was).
+    pub fn allow(&self, key: &str) -> bool {
+        let mut last = self.last.lock().expect("lock");
+        let now = Instant::now();
+        match last.get(key) {
+            Some(t) if now.duration_since(*t) < self.every => false,
+            _ => {
+                last.insert(key.to_owned(), now);
+                true
+            }
+        }
+    }
 }
 
 /// The least time between two state changes a node's health reports may cause.
@@ -63,6 +91,7 @@ impl NodeHub {
             since: Mutex::new(Instant::now()),
             health_changed: Mutex::new(HashMap::new()),
             health_gap: HEALTH_CHANGE_GAP,
+            refusals: LogLimit::new(Duration::from_secs(1)),
         }
     }
 
@@ -289,8 +318,11 @@ impl NodeService for NodeApi {
         {
             Ok(_) => Ok(Response::new(pn::ReportReply {})),
             // A stale or foreign report is refused for good: the node must not retry it.
+            // A node can send these as fast as it likes: the log line is rate-limited.
             Err(crate::replica::ProposeError::Rejected(r)) => {
-                warn!(job, node = %node, reason = %r, "report refused");
+                if self.hub.refusals.allow(&node) {
+                    warn!(job, node = %node, reason = %r, "report refused");
+                }
                 Ok(Response::new(pn::ReportReply {}))
             }
             Err(e) => Err(status_of(&self.replica, e)),
@@ -298,30 +330,31 @@ impl NodeService for NodeApi {
     }
 }
 
-/// `(job, attempt, stop)` of each batch job on a node: what its assignment set depends on.
-type AssignmentKey = (JobId, u32, bool);
+/// `(job, attempt, replica, stop)` of each replica whose batch script runs on a node: what
+/// its assignment set depends on.
+type AssignmentKey = (JobId, u32, u32, bool);
 
-fn batch_jobs<'a>(
+/// The running replicas whose batch script `node` runs, with their jobs.
+fn batch_replicas<'a>(
     st: &'a chorus_core::ClusterState,
     node: &'a str,
-) -> impl Iterator<Item = &'a chorus_core::Job> {
-    st.active
-        .iter()
-        .map(|id| &st.jobs[id])
-        .filter(move |j| j.alloc.first().is_some_and(|a| a.node == node))
+) -> impl Iterator<Item = (&'a chorus_core::Job, &'a Replica)> {
+    st.active.iter().map(|id| &st.jobs[id]).filter_map(move |j| Some((j, j.replica_on(node)?)))
 }
 
 fn assignment_key(st: &chorus_core::ClusterState, node: &str) -> Vec<AssignmentKey> {
-    batch_jobs(st, node).map(|j| (j.id, j.restarts, j.stopping.is_some())).collect()
+    batch_replicas(st, node)
+        .map(|(j, r)| (j.id, j.restarts, r.index, j.stopping.is_some()))
+        .collect()
 }
 
-/// The node's desired state: its running batch jobs, in job order, each with the script and
-/// environment kept for it in sled.
+/// The node's desired state: its running replicas, in job order, each with the script and
+/// environment kept for its job in sled.
 fn desired(st: &chorus_core::ClusterState, node: &str, store: &SledStorage) -> pn::AssignmentSet {
-    let assignments = batch_jobs(st, node)
-        .filter_map(|job| match store.inputs(JobInputs::key(job)) {
+    let assignments = batch_replicas(st, node)
+        .filter_map(|(job, replica)| match store.inputs(JobInputs::key(job)) {
             Ok(Some(inputs)) => Some(pn::Assignment {
-                launch: Some((&launch::prepare(st, job, &inputs)).into()),
+                launch: Some((&launch::prepare(st, job, replica, &inputs)).into()),
                 stop: job.stopping.is_some(),
             }),
             Ok(None) => {

@@ -44,6 +44,9 @@ pub struct CtldConfig {
     pub founding: Founding,
     /// Raft's tick: elections take 10–20 ticks of silence, heartbeats go every 2.
     pub tick: Duration,
+    /// The secret of adaptive replication's coin; `None`: a random one for this process (only
+    /// the leader draws it, and the state machine checks only that the quorum is allowed).
+    pub trust_seed: Option<u64>,
 }
 
 /// The two listeners of a controller: clients and nodes on one, peers on the other.
@@ -137,7 +140,7 @@ pub async fn serve(
     }
     info!(index = recovered, "state recovered");
     let scheduler: Arc<dyn chorus_core::plugin::Scheduler> =
-        chorus_plugins::scheduler(&cfg.scheduler)
+        chorus_plugins::scheduler(&cfg.scheduler, cfg.trust_seed.unwrap_or_else(rand::random))
             .ok_or_else(|| {
                 anyhow::anyhow!(
                     "unknown scheduler `{}` (known: {:?})",
@@ -159,6 +162,7 @@ pub async fn serve(
         Duration::from_secs(1),
     ));
     tokio::spawn(leader::liveness_loop(replica.clone(), Arc::clone(&hub), clock, cfg.node_timeout));
+    tokio::spawn(leader::verify_loop(replica.clone(), store.clone(), clock));
 
     let client = ClientService {
         replica: replica.clone(),

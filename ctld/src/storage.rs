@@ -36,6 +36,35 @@ use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
 use raft::{GetEntriesContext, RaftState, StorageError};
 use serde::{Deserialize, Serialize};
 
+/// The encoding of what this store holds (log entries, snapshots, side tables: bincode of
+/// core types). Bumped whenever a core type in them changes shape: bincode has no room for
+/// a field that older data lacks, so such data must be refused, never misread.
+/// 2: replicated execution (issue 6) added replicas, verdicts and prices to jobs and
+/// partitions.
+pub const FORMAT: u32 = 2;
+const FORMAT_KEY: &[u8] = b"format";
+
+/// Refuses a state directory written in another format; marks a new one with this one.
+fn check_format(db: &sled::Db, log: &sled::Tree, meta: &sled::Tree) -> Result<(), StoreError> {
+    match meta.get(FORMAT_KEY)? {
+        Some(b) if b.as_ref() == FORMAT.to_be_bytes() => Ok(()),
+        Some(b) => Err(StoreError::Format { found: format!("format {}", hex_or_number(&b)) }),
+        None if log.is_empty() && meta.is_empty() => {
+            meta.insert(FORMAT_KEY, &FORMAT.to_be_bytes())?;
+            db.flush()?;
+            Ok(())
+        }
+        None => Err(StoreError::Format { found: "format 1 (no format mark)".into() }),
+    }
+}
+
+fn hex_or_number(b: &[u8]) -> String {
+    match <[u8; 4]>::try_from(b) {
+        Ok(n) => u32::from_be_bytes(n).to_string(),
+        Err(_) => format!("{b:02x?}"),
+    }
+}
+
 /// Errors of the storage layer, with what was being done.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -47,6 +76,11 @@ pub enum StoreError {
     Encoding { what: &'static str, why: String },
     #[error("snapshot at {index}: {why}")]
     Snapshot { index: u64, why: String },
+    #[error(
+        "this state directory was written by another version of Chorus ({found}; this ctld \
+         reads format {FORMAT}): start it with a new --state-dir, or run the version that wrote it"
+    )]
+    Format { found: String },
 }
 
 fn corrupt(what: &'static str) -> impl FnOnce(protobuf::ProtobufError) -> StoreError {
@@ -193,19 +227,19 @@ pub trait RaftStore: raft::Storage + Clone + Send + Sync + 'static {
         }
     }
 
-    /// Keeps the bytes of a finished job's output files (written by every replica as it
-    /// applies the report that carried them).
-    fn put_outputs(&self, job: u32, data: &[Vec<u8>]) -> Result<(), StoreError> {
+    /// Keeps the bytes of the output files of one replica of a job (written by every
+    /// controller as it applies the report that carried them).
+    fn put_outputs(&self, job: u32, replica: u32, data: &[Vec<u8>]) -> Result<(), StoreError> {
         for (n, d) in data.iter().enumerate() {
-            let mut k = job.to_be_bytes().to_vec();
-            k.push(n as u8);
-            self.side_put(Side::Outputs, &k, d)?;
+            self.side_put(Side::Outputs, &output_key(job, replica, Some(n)), d)?;
         }
         Ok(())
     }
 
-    fn outputs(&self, job: u32) -> Result<Vec<Vec<u8>>, StoreError> {
-        Ok(self.side_scan(Side::Outputs, &job.to_be_bytes())?.into_iter().map(|(_, v)| v).collect())
+    /// The output files of one replica of a job, in the order its report listed them.
+    fn outputs(&self, job: u32, replica: u32) -> Result<Vec<Vec<u8>>, StoreError> {
+        let prefix = output_key(job, replica, None);
+        Ok(self.side_scan(Side::Outputs, &prefix)?.into_iter().map(|(_, v)| v).collect())
     }
 
     /// Records a controller's addresses (as its conf change applies).
@@ -221,6 +255,16 @@ pub trait RaftStore: raft::Storage + Clone + Send + Sync + 'static {
     fn members(&self) -> Result<Vec<Member>, StoreError> {
         self.side_scan(Side::Members, &[])?.iter().map(|(_, v)| decode("member", v)).collect()
     }
+}
+
+/// `job (u32 BE) ++ replica (u16 BE) ++ n (u16 BE)`, or the prefix of all of a replica's files.
+fn output_key(job: u32, replica: u32, n: Option<usize>) -> Vec<u8> {
+    let mut k = job.to_be_bytes().to_vec();
+    k.extend_from_slice(&(replica as u16).to_be_bytes());
+    if let Some(n) = n {
+        k.extend_from_slice(&(n as u16).to_be_bytes());
+    }
+    k
 }
 
 /// A controller of the group: its raft id and where to reach its two APIs.
@@ -327,6 +371,7 @@ impl SledStorage {
             db.open_tree(Side::Outputs.tree())?,
             db.open_tree(Side::Members.tree())?,
         ];
+        check_format(&db, &log, &meta)?;
         let mut cache = Cache::default();
         if let Some(b) = log.get(HARD_STATE)?.or(meta.get(OLD_HARD_STATE)?) {
             cache.hard_state = HardState::parse_from_bytes(&b).map_err(corrupt("hard state"))?;

@@ -131,7 +131,7 @@ fn running() -> ClusterState {
     let r = fsm::apply(&mut st, Command::SubmitOnce { request: 9, spec, now: 2 }).unwrap();
     assert_eq!(r, Applied::Submitted(vec![1]));
     let alloc = vec![NodeAlloc { node: "node1".into(), cpus: 1, mem_mb: 256, gpus: vec![] }];
-    let plan = Plan { starts: vec![Placement { job: 1, alloc }], reasons: vec![] };
+    let plan = Plan { starts: vec![Placement::single(1, alloc)], reasons: vec![] };
     fsm::apply(&mut st, Command::ApplyPlan { plan, now: 3 }).unwrap();
     assert_eq!(st.jobs[&1].state, JobState::Running);
     st
@@ -206,6 +206,9 @@ fn checker_refuses_a_job_leaving_its_terminal_state() {
     let run = running();
     let mut done = run.clone();
     let end = fsm::JobReport {
+        replica: 0,
+        digest: [0; 32],
+        signature: vec![],
         job: 1,
         attempt: 0,
         node: "node1".into(),

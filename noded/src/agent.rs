@@ -14,6 +14,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use chorus_core::attest;
+use chorus_core::job::{ExitStatus, GpuUsage, Usage};
 use chorus_core::launch::LaunchSpec;
 use chorus_core::node::Health;
 use chorus_proto::leader::Controllers;
@@ -126,14 +128,14 @@ pub async fn run(cfg: AgentConfig, shutdown: impl std::future::Future<Output = (
         tokio::spawn(async move {
             let mut ctl = Controllers::new(&cfg.controllers);
             while let Some(f) = done_rx.recv().await {
-                let mut req = report(&cfg.name, &f);
+                let mut req = report(&cfg.name, &f, &cfg.key);
                 loop {
                     match node_rpc!(ctl, PATIENCE, report, req.clone()) {
                         Ok(_) => break,
                         // Refused as malformed: the same report would be refused forever.
                         // The job's end matters more than its outputs and figures.
                         Err(e) if e.code() == tonic::Code::InvalidArgument => {
-                            let Some(bare) = bare_report(&req) else {
+                            let Some(bare) = bare_report(&req, &cfg.key) else {
                                 tracing::error!(job = f.job_id, error = %e, "even a bare report was refused: giving up on it");
                                 break;
                             };
@@ -378,7 +380,8 @@ fn reconcile(
     }
 }
 
-fn report(node: &str, f: &Finished) -> pn::JobReport {
+/// The report of a replica that ended here, signed with the node's key.
+fn report(node: &str, f: &Finished, key: &[u8; 32]) -> pn::JobReport {
     use chorus_core::fsm::EndCause;
     use pn::job_report::Cause;
     let cause = match f.cause {
@@ -388,10 +391,11 @@ fn report(node: &str, f: &Finished) -> pn::JobReport {
         EndCause::Stopped => Cause::Stopped,
         EndCause::LaunchFailed => Cause::LaunchFailed,
     };
-    pn::JobReport {
+    let r = pn::JobReport {
         node: node.to_owned(),
         job_id: f.job_id,
         attempt: f.attempt,
+        replica: f.replica,
         exit_code: f.exit.code,
         signal: f.exit.signal,
         cause: cause as i32,
@@ -408,20 +412,56 @@ fn report(node: &str, f: &Finished) -> pn::JobReport {
                 append: o.append,
             })
             .collect(),
-    }
+        ..Default::default()
+    };
+    signed(r, key)
 }
 
-/// `r` with only how the job ended: no outputs, no usage. `None` when `r` is already bare.
-fn bare_report(r: &pn::JobReport) -> Option<pn::JobReport> {
+/// `r` with its result digest (over exactly the files it carries) and the node's signature
+/// over the attestation the controller will rebuild from it.
+fn signed(mut r: pn::JobReport, key: &[u8; 32]) -> pn::JobReport {
+    let exit = ExitStatus { code: r.exit_code, signal: r.signal };
+    let files: Vec<(&str, &[u8])> =
+        r.outputs.iter().map(|o| (o.path.as_str(), o.data.as_slice())).collect();
+    let digest = attest::result_digest(exit, &files);
+    let usage = Usage {
+        max_rss_kb: r.max_rss_kb,
+        user_cpu_ms: r.user_cpu_ms,
+        sys_cpu_ms: r.sys_cpu_ms,
+        gpu: r.gpu.map(|g| GpuUsage {
+            mem_max_mb: g.mem_max_mb,
+            mem_ave_mb: g.mem_ave_mb,
+            util_max_pct: g.util_max_pct,
+            util_ave_pct: g.util_ave_pct,
+        }),
+    };
+    let attestation = attest::Attestation {
+        job: r.job_id,
+        replica: r.replica,
+        node: r.node.clone(),
+        digest,
+        exit,
+        usage,
+    };
+    r.digest = digest.to_vec();
+    r.signature = attestation.sign(key).to_vec();
+    r
+}
+
+/// `r` with only how the job ended: no outputs, no usage, signed again. `None` when `r` is
+/// already bare.
+fn bare_report(r: &pn::JobReport, key: &[u8; 32]) -> Option<pn::JobReport> {
     let bare = pn::JobReport {
         node: r.node.clone(),
         job_id: r.job_id,
         attempt: r.attempt,
+        replica: r.replica,
         exit_code: r.exit_code,
         signal: r.signal,
         cause: r.cause,
         ..Default::default()
     };
+    let bare = signed(bare, key);
     (bare != *r).then_some(bare)
 }
 
@@ -447,9 +487,35 @@ mod tests {
             outputs: vec![pn::OutputData { path: "relative".into(), ..Default::default() }],
             ..Default::default()
         };
-        let bare = bare_report(&full).expect("a full report has a bare form");
+        let key = [7; 32];
+        let bare = bare_report(&full, &key).expect("a full report has a bare form");
         assert_eq!((bare.job_id, bare.attempt, bare.exit_code), (5, 1, 3), "how it ended stays");
         assert!(bare.outputs.is_empty() && bare.max_rss_kb == 0 && bare.gpu.is_none());
-        assert_eq!(bare_report(&bare), None, "a bare report refused is given up on");
+        assert_eq!(bare_report(&bare, &key), None, "a bare report refused is given up on");
+    }
+
+    #[test]
+    fn a_report_carries_the_digest_of_its_files_and_the_nodes_signature() {
+        let key = [9; 32];
+        let f = Finished {
+            job_id: 4,
+            attempt: 0,
+            replica: 1,
+            exit: ExitStatus { code: 0, signal: 0 },
+            cause: chorus_core::fsm::EndCause::Exited,
+            usage: Usage { max_rss_kb: 100, ..Usage::default() },
+            outputs: vec![crate::runner::Output {
+                path: "/w/slurm-4.out".into(),
+                data: b"hello\n".to_vec(),
+                append: false,
+            }],
+        };
+        let wire = report("n1", &f, &key);
+        // What the controller rebuilds from the wire: it must verify with the node's key.
+        let (core, _): chorus_proto::ReportWithOutputs = wire.try_into().expect("believed");
+        assert_eq!(core.replica, 1);
+        let public = attest::public_key(&key);
+        assert_eq!(core.attestation().verify(&public, &core.signature), Ok(()));
+        assert!(core.attestation().verify(&attest::public_key(&[1; 32]), &core.signature).is_err());
     }
 }

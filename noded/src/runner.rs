@@ -96,6 +96,7 @@ pub struct Output {
 pub struct Finished {
     pub job_id: u32,
     pub attempt: u32,
+    pub replica: u32,
     pub exit: ExitStatus,
     pub cause: EndCause,
     pub usage: Usage,
@@ -125,7 +126,9 @@ struct Paths {
 
 fn paths(cfg: &RunnerConfig, l: &LaunchSpec) -> Paths {
     let dir = cfg.state_dir.join("jobs").join(format!("{}.{}", l.job_id, l.attempt));
-    if Path::new(&l.work_dir).is_dir() {
+    // A replica runs sandboxed even where the submitter's directory is visible: it must not
+    // write a result no one has verified yet, nor overwrite another replica's.
+    if !l.sandboxed && Path::new(&l.work_dir).is_dir() {
         return Paths {
             dir,
             work_dir: l.work_dir.clone().into(),
@@ -174,6 +177,7 @@ pub async fn run(
     let mut fin = Finished {
         job_id: l.job_id,
         attempt: l.attempt,
+        replica: l.replica,
         exit: ExitStatus { code: 1, signal: 0 },
         cause: EndCause::LaunchFailed,
         usage: Usage::default(),
@@ -597,7 +601,77 @@ fn collect_outputs(cfg: &RunnerConfig, l: &LaunchSpec, p: &Paths) -> Vec<Output>
         }
         out.push(Output { path: (*remote).clone(), data, append: l.open_append && p.staged });
     }
+    // The report must fit in one message: declared files share what stdout and stderr left.
+    let mut budget = REPORT_BUDGET.saturating_sub(out.iter().map(|o| o.data.len() as u64).sum());
+    for (local, rel) in declared_outputs(l, p) {
+        let remote = Path::new(&l.work_dir).join(&rel).to_string_lossy().into_owned();
+        if out.iter().any(|o| o.path == remote) {
+            continue;
+        }
+        match read_regular(&local, cfg.max_output_bytes.min(budget)) {
+            Ok(data) => {
+                budget -= data.len() as u64;
+                out.push(Output { path: remote, data, append: false });
+            }
+            Err(e) => {
+                warn!(job = l.job_id, path = %local.display(), error = %e, "declared output not sent")
+            }
+        }
+    }
     out
+}
+
+/// The most output bytes one report carries, well within the message size limit.
+const REPORT_BUDGET: u64 = (chorus_proto::MAX_MESSAGE_BYTES as u64) * 3 / 4;
+
+/// The most declared output files one job may return (with stdout and stderr, within what
+/// a report may carry).
+pub const MAX_DECLARED_OUTPUTS: usize = chorus_proto::MAX_REPORTED_FILES - 2;
+
+/// The files `--output-files` names, found in the job's working directory: `(path here,
+/// path relative to the working directory)`, sorted, each once. Only regular files that are
+/// inside the working directory count: noded reads them as root, and a job must not be able
+/// to have it send back the node's key through a symbolic link.
+fn declared_outputs(l: &LaunchSpec, p: &Paths) -> Vec<(PathBuf, String)> {
+    let Ok(root) = p.work_dir.canonicalize() else { return vec![] };
+    let mut found = std::collections::BTreeMap::new();
+    for pattern in &l.output_files {
+        let full = p.work_dir.join(pattern);
+        let Ok(paths) = glob::glob(&full.to_string_lossy()) else {
+            warn!(job = l.job_id, pattern, "not a valid --output-files pattern");
+            continue;
+        };
+        for path in paths.flatten() {
+            let regular = path.symlink_metadata().is_ok_and(|m| m.file_type().is_file());
+            let inside = path
+                .parent()
+                .and_then(|d| d.canonicalize().ok())
+                .is_some_and(|d| d.starts_with(&root));
+            let Ok(rel) = path.strip_prefix(&p.work_dir) else { continue };
+            if regular && inside {
+                found.insert(rel.to_string_lossy().into_owned(), path.clone());
+            }
+        }
+    }
+    if found.len() > MAX_DECLARED_OUTPUTS {
+        warn!(
+            job = l.job_id,
+            found = found.len(),
+            "more declared outputs than a report carries: the first {MAX_DECLARED_OUTPUTS} by name are sent"
+        );
+    }
+    found.into_iter().take(MAX_DECLARED_OUTPUTS).map(|(rel, path)| (path, rel)).collect()
+}
+
+/// Reads a regular file without following a symbolic link at its last component, at most
+/// `max` bytes of it.
+fn read_regular(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(path)?;
+    let mut data = vec![];
+    f.take(max).read_to_end(&mut data)?;
+    Ok(data)
 }
 
 #[cfg(test)]

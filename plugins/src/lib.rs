@@ -19,10 +19,11 @@ pub mod verify;
 use chorus_core::plugin::{Scheduler, SubmitValidator};
 use chorus_core::verify::VerifySpec;
 
-/// Looks a scheduler up by its Slurm-style name.
-pub fn scheduler(name: &str) -> Option<Box<dyn Scheduler>> {
+/// Looks a scheduler up by its Slurm-style name. `seed` is the leader's secret for the coin
+/// of adaptive replication.
+pub fn scheduler(name: &str, seed: u64) -> Option<Box<dyn Scheduler>> {
     match name {
-        "sched/fifo" | "sched/builtin" => Some(Box::new(sched::Fifo)),
+        "sched/fifo" | "sched/builtin" => Some(Box::new(sched::Fifo { seed })),
         _ => None,
     }
 }

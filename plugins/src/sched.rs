@@ -3,20 +3,35 @@
 //! behind it in its partition wait with reason `Priority`.
 //!
 //! ```text
+//!   running jobs missing replicas (a dispute, a lost replica) ──▶ more replicas, if they fit
 //!   pending (priority desc, id asc) ──▶ blocked? (hold, dependency, begin, throttle) ──▶ reason
-//!                                   └─▶ fits on free nodes? ── yes ──▶ Placement
+//!                                   └─▶ fits on free nodes? ── yes ──▶ quorum (replication
+//!                                        policy, first node's record, the job's coin)
+//!                                        ──▶ the rest of the quorum on other operators' nodes
+//!                                        ── all fit ──▶ Placement
 //!                                                           └─ no ──▶ Resources, then Priority
 //! ```
+//!
+//! A job's replicas go to nodes of distinct operators (a node no operator bonded counts as
+//! its own), only to nodes with a key when the job is replicated.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use chorus_core::fsm::{Placement, Plan, blocking_reason, throttled};
 use chorus_core::job::{Job, NodeAlloc, PendingReason};
 use chorus_core::plugin::Scheduler;
-use chorus_core::state::ClusterState;
+use chorus_core::state::{ClusterState, OperatorKey};
+use chorus_core::verify::VerifySpec;
+
+use crate::replication::{self, NodeRecord};
 
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Fifo;
+pub struct Fifo {
+    /// Mixed with a job's id into the coin of adaptive replication
+    /// ([`replication::draw`]). Secret (the leader's, never in the replicated state or a
+    /// reply): a node that knew it could tell which of its jobs are spot-checked.
+    pub seed: u64,
+}
 
 /// What is still free on a node during one pass.
 #[derive(Debug, Clone)]
@@ -43,10 +58,23 @@ impl Scheduler for Fifo {
                 )
             })
             .collect();
+        let mut plan = Plan::default();
+        // Running jobs whose replicas disagreed (or were lost) come first: their other
+        // replicas' results are waiting for a verdict.
+        for id in &state.active {
+            let job = &state.jobs[id];
+            let missing = job.missing_replicas();
+            if missing == 0 {
+                continue;
+            }
+            let replicas = place_replicas(state, job, &mut free, missing, Partial::Allowed);
+            if !replicas.is_empty() {
+                plan.starts.push(Placement { job: job.id, quorum: job.quorum, replicas });
+            }
+        }
         let mut order: Vec<&Job> = state.pending.iter().map(|id| &state.jobs[id]).collect();
         order.sort_by_key(|j| (std::cmp::Reverse(j.priority), j.id));
 
-        let mut plan = Plan::default();
         let mut blocked_partitions: BTreeSet<&str> = BTreeSet::new();
         // Running (or just placed) tasks per throttled array, counted once per array.
         let mut array_running: BTreeMap<u32, usize> = BTreeMap::new();
@@ -62,12 +90,12 @@ impl Scheduler for Fifo {
                 None if blocked_partitions.contains(job.partition.as_str()) => {
                     PendingReason::Priority
                 }
-                None => match place(state, job, &mut free) {
-                    Some(alloc) => {
+                None => match start(state, job, &mut free, self.seed) {
+                    Some(placement) => {
                         if let Some((a, _)) = job.array {
                             *array_running.entry(a).or_default() += 1;
                         }
-                        plan.starts.push(Placement { job: job.id, alloc });
+                        plan.starts.push(placement);
                         continue;
                     }
                     None => {
@@ -84,21 +112,117 @@ impl Scheduler for Fifo {
     }
 }
 
-/// First fit over nodes in name order; takes what it places from `free`.
-fn place(
+/// Whether a job may get fewer replicas than it asked for in one pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Partial {
+    /// A running job's extra replicas: each helps as soon as it runs.
+    Allowed,
+    /// A pending job starts with its whole quorum or not at all.
+    Refused,
+}
+
+/// A pending job's start: its first replica where it fits first, the quorum its replication
+/// policy gives for that node (and the job's coin), and the rest of the quorum on nodes of
+/// other operators. Nothing is taken from `free` unless the whole quorum fits.
+fn start(
     state: &ClusterState,
     job: &Job,
     free: &mut BTreeMap<&str, Free>,
+    seed: u64,
+) -> Option<Placement> {
+    let first = place(state, job, free, &BTreeSet::new(), None)?;
+    let policy = replication::policy(&job.replication);
+    let record = NodeRecord { agreements: state.accounts.agreements(&first[0].node) };
+    let quorum = policy.quorum(record, replication::draw(seed, job.id));
+    let mut replicas = vec![first];
+    let more = place_replicas_after(state, job, free, quorum - 1, Partial::Refused, &replicas);
+    if more.len() + 1 != quorum as usize {
+        return None;
+    }
+    replicas.extend(more);
+    for alloc in &replicas {
+        take(free, alloc);
+    }
+    Some(Placement { job: job.id, quorum, replicas })
+}
+
+/// Up to `n` more replicas of a running job, taken from `free` (all of them or none with
+/// `Partial::Refused`).
+fn place_replicas(
+    state: &ClusterState,
+    job: &Job,
+    free: &mut BTreeMap<&str, Free>,
+    n: u32,
+    partial: Partial,
+) -> Vec<Vec<NodeAlloc>> {
+    let placed = place_replicas_after(state, job, free, n, partial, &[]);
+    for alloc in &placed {
+        take(free, alloc);
+    }
+    placed
+}
+
+/// Up to `n` replicas beside the job's own and `placed`, each on nodes of operators none of
+/// them has; nothing is taken from `free`. A GPU job verified exactly keeps to the GPU model
+/// it started on (the state machine checks the same: homogeneous redundancy).
+fn place_replicas_after(
+    state: &ClusterState,
+    job: &Job,
+    free: &BTreeMap<&str, Free>,
+    n: u32,
+    partial: Partial,
+    placed: &[Vec<NodeAlloc>],
+) -> Vec<Vec<NodeAlloc>> {
+    let mut used: BTreeSet<OperatorKey<'_>> = job
+        .alloc
+        .iter()
+        .chain(placed.iter().flatten())
+        .map(|a| state.operator_of(&a.node))
+        .collect();
+    let exact_gpus =
+        job.verify == VerifySpec::Exact && job.is_replicated() && job.spec.gpus_per_node > 0;
+    let model = exact_gpus
+        .then(|| {
+            let a = job.alloc.first().or_else(|| placed.first()?.first())?;
+            let node = &state.nodes[&a.node];
+            let g = a.gpus.first()?;
+            node.resources.gpus.iter().find(|x| x.index == *g).map(|x| x.model.clone())
+        })
+        .flatten();
+    let mut out = vec![];
+    for _ in 0..n {
+        let Some(alloc) = place(state, job, free, &used, model.as_deref()) else { break };
+        used.extend(alloc.iter().map(|a| state.operator_of(&a.node)));
+        out.push(alloc);
+    }
+    if partial == Partial::Refused && out.len() != n as usize {
+        out.clear();
+    }
+    out
+}
+
+/// First fit over nodes in name order, skipping nodes of the operators in `excluded`; takes
+/// nothing from `free`. `model` overrides the GPU type the job asked for.
+fn place(
+    state: &ClusterState,
+    job: &Job,
+    free: &BTreeMap<&str, Free>,
+    excluded: &BTreeSet<OperatorKey<'_>>,
+    model: Option<&str>,
 ) -> Option<Vec<NodeAlloc>> {
     let spec = &job.spec;
     let part = state.config.partition(&job.partition)?;
+    let gpu_type = model.or(spec.gpu_type.as_deref());
     let mut alloc = Vec::new();
     for (name, f) in free.iter() {
         if alloc.len() == spec.num_nodes() as usize {
             break;
         }
         let node = &state.nodes[*name];
-        if !part.has_node(name) {
+        if !part.has_node(name)
+            || excluded.contains(&state.operator_of(name))
+            || (job.is_replicated() && node.public_key.is_none())
+        {
             continue;
         }
         let need = spec.need_on_node(
@@ -107,7 +231,7 @@ fn place(
             state.config.def_mem_per_cpu,
         );
         let gpus: Vec<u32> = node
-            .gpus_of_type(spec.gpu_type.as_deref())
+            .gpus_of_type(gpu_type)
             .filter(|g| f.gpus.contains(g))
             .take(need.gpus as usize)
             .collect();
@@ -120,16 +244,17 @@ fn place(
             });
         }
     }
-    if alloc.len() != spec.num_nodes() as usize {
-        return None;
-    }
-    for a in &alloc {
+    (alloc.len() == spec.num_nodes() as usize).then_some(alloc)
+}
+
+/// Takes what `alloc` uses from `free`.
+fn take(free: &mut BTreeMap<&str, Free>, alloc: &[NodeAlloc]) {
+    for a in alloc {
         let f = free.get_mut(a.node.as_str()).expect("placed on a free node");
         f.cpus -= a.cpus;
         f.mem_mb -= a.mem_mb;
         f.gpus.retain(|g| !a.gpus.contains(g));
     }
-    Some(alloc)
 }
 
 #[cfg(test)]

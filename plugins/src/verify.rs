@@ -65,6 +65,8 @@
 use std::cmp::Ordering;
 use std::fmt;
 
+use chorus_core::fsm::EndCause;
+use chorus_core::job::{Job, ReplicaEnd};
 use chorus_core::verify::Bound;
 
 /// What one replica of a job produced, as its node reported it.
@@ -333,6 +335,68 @@ pub fn classes(validator: &dyn Validator, results: &[ReplicaResult<'_>]) -> Vec<
         }
     }
     out
+}
+
+/// A replica's report as the controller compares it: how it ended, and its result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reported<'a> {
+    pub cause: EndCause,
+    /// The signal that ended the script (0: it exited).
+    pub signal: i32,
+    pub result: ReplicaResult<'a>,
+}
+
+/// [`classes`] for whole reports: replicas that ended for different reasons never agree;
+/// replicas stopped alike (the time limit, the OOM killer, a failed launch, a stop) agree
+/// whatever their partial outputs say, since a job that times out everywhere timed out;
+/// replicas that exited agree when their signal is the same and the validator says so.
+pub fn classify(validator: &dyn Validator, reports: &[Reported<'_>]) -> Vec<Vec<usize>> {
+    let agree = |a: &Reported<'_>, b: &Reported<'_>| {
+        a.cause == b.cause
+            && (a.cause != EndCause::Exited
+                || (a.signal == b.signal && validator.agree(&a.result, &b.result).is_ok()))
+    };
+    let mut out: Vec<Vec<usize>> = Vec::new();
+    for (i, r) in reports.iter().enumerate() {
+        match out.iter_mut().find(|c| agree(&reports[c[0]], r)) {
+            Some(c) => c.push(i),
+            None => out.push(vec![i]),
+        }
+    }
+    out
+}
+
+/// The agreement classes of `job`'s reported replicas, as `Command::Verdict` carries them
+/// (replica indices, classes in order of first appearance), compared with the job's own
+/// validator. `files(replica)` gives the bytes of a replica's output files, in the order of
+/// its report (`ReplicaEnd::outputs`).
+pub fn job_classes(job: &Job, mut files: impl FnMut(u32) -> Vec<Vec<u8>>) -> Vec<Vec<u32>> {
+    let validator = crate::validator(&job.verify);
+    let ended: Vec<(u32, &ReplicaEnd, Vec<Vec<u8>>)> = job
+        .replicas
+        .iter()
+        .filter_map(|r| Some((r.index, r.ended()?)))
+        .map(|(i, e)| (i, e, files(i)))
+        .collect();
+    let named: Vec<Vec<(&str, &[u8])>> = ended
+        .iter()
+        .map(|(_, e, data)| {
+            e.outputs.iter().map(|f| f.path.as_str()).zip(data.iter().map(Vec::as_slice)).collect()
+        })
+        .collect();
+    let reports: Vec<Reported<'_>> = ended
+        .iter()
+        .zip(&named)
+        .map(|((_, e, _), files)| Reported {
+            cause: e.cause,
+            signal: e.exit.signal,
+            result: ReplicaResult { exit_code: e.exit.code, digest: e.digest, files },
+        })
+        .collect();
+    classify(&*validator, &reports)
+        .into_iter()
+        .map(|c| c.into_iter().map(|i| ended[i].0).collect())
+        .collect()
 }
 
 // ---- the tokenizer ----

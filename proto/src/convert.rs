@@ -1,12 +1,13 @@
 //! `TryFrom` conversions: wire → domain, naming the field that was refused.
 
+use chorus_core::attest::result_digest;
 use chorus_core::fsm::{EndCause, JobReport, NodeRegistration};
 use chorus_core::job::{ExitStatus, GpuUsage, JobSpec, MemRequest, OutputFile, Usage};
 use chorus_core::launch::LaunchSpec;
 use chorus_core::node::{GpuInfo, Health, NodeResources, check_health_problem};
 use chorus_core::slurm::array::parse_array_spec;
 use chorus_core::slurm::dependency::parse_dependency;
-use chorus_core::slurm::sbatch::OpenMode;
+use chorus_core::slurm::sbatch::{OpenMode, parse_output_files, parse_replicas};
 use chorus_core::slurm::time::{format_time_limit, parse_time_limit};
 use chorus_core::state::Network;
 
@@ -106,6 +107,13 @@ impl TryFrom<pb::JobSpec> for JobSpec {
             requeue: p.requeue,
             nice: p.nice,
             other: kv(p.other).into_iter().collect(),
+            replication: p
+                .replicas
+                .map(|r| parse_replicas(&r))
+                .transpose()
+                .map_err(|e| bad("replicas", e))?,
+            verify: p.verify.map(|v| v.parse()).transpose().map_err(|e| bad("verify", e))?,
+            output_files: output_globs(p.output_files)?,
         })
     }
 }
@@ -151,8 +159,26 @@ impl From<&JobSpec> for pb::JobSpec {
             requeue: s.requeue,
             nice: s.nice,
             other: pkv(&s.other),
+            replicas: s.replication.map(|r| r.to_string()),
+            verify: s.verify.as_ref().map(|v| v.to_string()),
+            output_files: s.output_files.clone(),
         }
     }
+}
+
+/// The most `--output-files` patterns a job may declare.
+pub const MAX_OUTPUT_GLOBS: usize = 32;
+
+/// `--output-files` patterns as the CLI (or the controller) sent them: checked again, each
+/// relative and inside the working directory.
+fn output_globs(globs: Vec<String>) -> Result<Vec<String>, WireError> {
+    if globs.len() > MAX_OUTPUT_GLOBS {
+        return Err(bad("output_files", format!("at most {MAX_OUTPUT_GLOBS} patterns")));
+    }
+    for g in &globs {
+        parse_output_files(g).map_err(|e| bad("output_files", e))?;
+    }
+    Ok(globs)
 }
 
 const MAX_NAME: usize = 255;
@@ -277,6 +303,9 @@ impl TryFrom<pn::HealthRequest> for HealthReport {
     }
 }
 
+/// The most files one report may carry: stdout, stderr and every declared output.
+pub const MAX_REPORTED_FILES: usize = 64;
+
 /// A node's report, and the output bytes that travel with it (kept outside the state).
 pub type ReportWithOutputs = (JobReport, Vec<Vec<u8>>);
 
@@ -297,24 +326,45 @@ impl TryFrom<pn::JobReport> for ReportWithOutputs {
         if !(0..=255).contains(&p.exit_code) || !((0..=64).contains(&p.signal) || p.signal == 125) {
             return Err(bad("exit_code", "exit code must be 0-255 and signal 0-64 (or 125: OOM)"));
         }
-        if p.outputs.len() > 2 {
-            return Err(bad("outputs", "at most stdout and stderr"));
+        if p.outputs.len() > MAX_REPORTED_FILES {
+            return Err(bad(
+                "outputs",
+                format!("at most {MAX_REPORTED_FILES} files: stdout, stderr and declared outputs"),
+            ));
         }
-        let mut outputs = vec![];
+        let mut outputs: Vec<OutputFile> = vec![];
         let mut data = vec![];
         for o in p.outputs {
             if !o.path.starts_with('/') {
                 return Err(bad("outputs.path", "must be absolute"));
             }
+            if outputs.iter().any(|f| f.path == o.path) {
+                return Err(bad("outputs.path", format!("{} sent twice", o.path)));
+            }
             outputs.push(OutputFile { path: o.path, len: o.data.len() as u64, append: o.append });
             data.push(o.data);
+        }
+        let exit = ExitStatus { code: p.exit_code, signal: p.signal };
+        let digest: [u8; 32] =
+            p.digest.as_slice().try_into().map_err(|_| bad("digest", "must be 32 bytes"))?;
+        let files: Vec<(&str, &[u8])> =
+            outputs.iter().zip(&data).map(|(f, d)| (f.path.as_str(), d.as_slice())).collect();
+        // The controller believes the files, not the node's word about them.
+        if result_digest(exit, &files) != digest {
+            return Err(bad("digest", "does not match the exit status and outputs sent"));
+        }
+        if !p.signature.is_empty() && p.signature.len() != 64 {
+            return Err(bad("signature", "must be 64 bytes (ed25519), or empty"));
         }
         let report = JobReport {
             job: p.job_id,
             attempt: p.attempt,
             node: p.node,
-            exit: ExitStatus { code: p.exit_code, signal: p.signal },
+            exit,
             cause,
+            replica: p.replica,
+            digest,
+            signature: p.signature,
             usage: Usage {
                 max_rss_kb: p.max_rss_kb,
                 user_cpu_ms: p.user_cpu_ms,
@@ -400,6 +450,9 @@ impl From<&LaunchSpec> for pn::Launch {
             user: l.user.clone(),
             network: l.network.to_string(),
             container: l.container.clone().unwrap_or_default(),
+            replica: l.replica,
+            sandboxed: l.sandboxed,
+            output_files: l.output_files.clone(),
         }
     }
 }
@@ -444,6 +497,9 @@ impl TryFrom<pn::Launch> for LaunchSpec {
             user: p.user,
             network,
             container,
+            replica: p.replica,
+            sandboxed: p.sandboxed,
+            output_files: output_globs(p.output_files)?,
         })
     }
 }
@@ -528,8 +584,50 @@ mod tests {
             user_cpu_ms: 1500,
             sys_cpu_ms: 20,
             gpu,
+            digest: result_digest(ExitStatus::default(), &[]).to_vec(),
             ..Default::default()
         }
+    }
+
+    fn output(path: &str, data: &str) -> pn::OutputData {
+        pn::OutputData { path: path.into(), data: data.as_bytes().to_vec(), append: false }
+    }
+
+    #[test]
+    fn a_report_is_believed_for_its_files_not_its_digest() {
+        let files = [("/w/slurm-7.out", b"42\n".as_slice()), ("/w/result.txt", b"ok".as_slice())];
+        let honest = pn::JobReport {
+            outputs: vec![output("/w/slurm-7.out", "42\n"), output("/w/result.txt", "ok")],
+            digest: result_digest(ExitStatus::default(), &files).to_vec(),
+            replica: 1,
+            ..report(None)
+        };
+        let (r, data) = ReportWithOutputs::try_from(honest.clone()).expect("valid");
+        assert_eq!((r.replica, data.len()), (1, 2));
+        // The same digest over other bytes: the node claims what it did not send.
+        let mut lying = honest.clone();
+        lying.outputs[1].data = b"ko".to_vec();
+        assert_eq!(ReportWithOutputs::try_from(lying).unwrap_err().field, "digest");
+        let twice = pn::JobReport {
+            outputs: vec![output("/w/a", "1"), output("/w/a", "1")],
+            ..honest.clone()
+        };
+        assert_eq!(ReportWithOutputs::try_from(twice).unwrap_err().field, "outputs.path");
+        let short = pn::JobReport { digest: vec![0; 31], ..honest.clone() };
+        assert_eq!(ReportWithOutputs::try_from(short).unwrap_err().field, "digest");
+        let sig = pn::JobReport { signature: vec![1; 63], ..honest };
+        assert_eq!(ReportWithOutputs::try_from(sig).unwrap_err().field, "signature");
+    }
+
+    #[test]
+    fn output_globs_must_stay_inside_the_working_directory() {
+        for ok in [vec![], vec!["out/*.csv".to_string()], vec!["a".into(), "b/**/c".into()]] {
+            assert!(output_globs(ok.clone()).is_ok(), "{ok:?}");
+        }
+        for bad in ["/etc/passwd", "../x", "a/../../b", ""] {
+            assert_eq!(output_globs(vec![bad.into()]).unwrap_err().field, "output_files", "{bad}");
+        }
+        assert!(output_globs(vec!["a".into(); MAX_OUTPUT_GLOBS + 1]).is_err());
     }
 
     /// Core → wire → bytes → wire → core.

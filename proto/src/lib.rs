@@ -28,7 +28,8 @@ pub mod leader;
 mod convert;
 
 pub use convert::{
-    CheckedRegistration, HealthReport, ReportWithOutputs, WireError, decode_bincode, encode_bincode,
+    CheckedRegistration, HealthReport, MAX_OUTPUT_GLOBS, MAX_REPORTED_FILES, ReportWithOutputs,
+    WireError, decode_bincode, encode_bincode,
 };
 
 /// The largest message any Chorus service accepts or sends (job outputs travel in reports).

@@ -238,6 +238,9 @@ fn build_spec(
         requeue: o.requeue.unwrap_or(true),
         nice: o.nice.unwrap_or(0),
         other,
+        replication: o.replicas,
+        verify: o.verify.clone(),
+        output_files: o.output_files.clone(),
     })
 }
 

@@ -45,6 +45,8 @@ use super::array::{ArraySpec, parse_array_spec};
 use super::dependency::{Dependency, parse_dependency};
 use super::mem::parse_mem_mb;
 use super::time::{TimeLimit, parse_time_limit};
+use crate::trust::ReplicationSpec;
+use crate::verify::VerifySpec;
 
 /// Every option sbatch understands, typed. `None` = not given.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -115,6 +117,12 @@ pub struct SbatchOptions {
     pub quiet: bool,
     /// `--container`.
     pub container: Option<String>,
+    /// `--replicas=N|fixed:N|adaptive[:N,TRUSTED_AFTER,SPOT]` (a Chorus extension).
+    pub replicas: Option<ReplicationSpec>,
+    /// `--verify=exact|tolerance:REL[,ABS]` (a Chorus extension).
+    pub verify: Option<VerifySpec>,
+    /// `--output-files=GLOB[,GLOB...]`, every time it is given (a Chorus extension).
+    pub output_files: Vec<String>,
     /// Options accepted and stored but not acted on yet (`--account`, `--qos`, `--mail-type`,
     /// `--constraint`, `--exclusive`, `--nodelist`, `--exclude`, ...), keyed by long name. An
     /// option given without a value maps to `""`; `-v` counts (`"2"` for `-vv`).
@@ -311,6 +319,9 @@ impl SbatchError {
                 s.push('\n');
                 s.push_str(TRY_HELP);
                 s
+            }
+            InvalidValue { option, source } if is_extension(option) => {
+                format!("sbatch: error: Invalid --{option} specification: {}", source.why)
             }
             InvalidValue { option, .. } => invalid_value_text(option).0,
             InvalidNumber { option, value } => {
@@ -532,6 +543,16 @@ static OPTIONS: &[OptSpec] = &[
     o("wrap", None, Req),
 ];
 
+/// Chorus's own options (docs/trust-model.md). They match only when spelled out in full, so
+/// every abbreviation of a Slurm option still means what it means to Slurm (`--out` is
+/// `--output`, not ambiguous with `--output-files`).
+static EXTENSIONS: &[OptSpec] =
+    &[o("output-files", None, Req), o("replicas", None, Req), o("verify", None, Req)];
+
+fn is_extension(option: &str) -> bool {
+    EXTENSIONS.iter().any(|s| s.name == option)
+}
+
 /// Options sbatch handles in its first pass over the command line only; in directives they are
 /// accepted and ignored.
 const EARLY_PASS: &[&str] = &["help", "quiet", "usage", "verbose", "version", "wrap"];
@@ -573,7 +594,7 @@ fn match_long(body: &str) -> Result<(&'static OptSpec, Option<&str>), SbatchErro
         Some((n, v)) => (n, Some(v)),
         None => (body, None),
     };
-    if let Some(spec) = OPTIONS.iter().find(|s| s.name == name) {
+    if let Some(spec) = OPTIONS.iter().chain(EXTENSIONS).find(|s| s.name == name) {
         return Ok((spec, attached));
     }
     let mut found = OPTIONS.iter().filter(|s| s.name.starts_with(name));
@@ -740,6 +761,11 @@ fn apply(
         "nice" => opts.nice = Some(parse_nice(value).map_err(|e| invalid(key, e))?),
         "quiet" => opts.quiet = true,
         "container" => opts.container = text(),
+        "replicas" => opts.replicas = Some(parse_replicas(v).map_err(|e| invalid(key, e))?),
+        "verify" => opts.verify = Some(v.parse().map_err(|e| invalid(key, e))?),
+        "output-files" => {
+            opts.output_files.extend(parse_output_files(v).map_err(|e| invalid(key, e))?);
+        }
         "verbose" => {
             let n = opts.other.get(key).and_then(|n| n.parse::<u32>().ok()).unwrap_or(0);
             opts.other.insert(key.to_owned(), n.saturating_add(1).to_string());
@@ -1213,8 +1239,43 @@ pub fn merge(command_line: SbatchOptions, directives: SbatchOptions) -> SbatchOp
         nice: c.nice.or(d.nice),
         quiet: c.quiet || d.quiet,
         container: c.container.or(d.container),
+        replicas: c.replicas.or(d.replicas),
+        verify: c.verify.or(d.verify),
+        output_files: if c.output_files.is_empty() { d.output_files } else { c.output_files },
         other,
     }
+}
+
+/// `--replicas`: a count (`2`, the same as `fixed:2`) or a replication policy.
+pub fn parse_replicas(v: &str) -> Result<ReplicationSpec, ParseError> {
+    let spec = if v.bytes().all(|b| b.is_ascii_digit()) && !v.is_empty() {
+        format!("fixed:{v}")
+    } else {
+        v.to_owned()
+    };
+    spec.parse().map_err(|why: String| {
+        let why = why.split_once(": ").map_or(why.as_str(), |(_, w)| w).to_owned();
+        ParseError::new("replication", v, why)
+    })
+}
+
+/// `--output-files`: comma-separated globs, each relative to the working directory and
+/// staying inside it (no `..`), so a node can only be asked for files of the job's own.
+pub fn parse_output_files(v: &str) -> Result<Vec<String>, ParseError> {
+    let bad = |why: &str| ParseError::new("output files", v, why);
+    let globs: Vec<String> = v.split(',').map(str::trim).map(String::from).collect();
+    for g in &globs {
+        if g.is_empty() {
+            return Err(bad("an empty pattern"));
+        }
+        if g.starts_with('/') {
+            return Err(bad("patterns are relative to the job's working directory"));
+        }
+        if g.split('/').any(|part| part == "..") {
+            return Err(bad("patterns may not leave the working directory (`..`)"));
+        }
+    }
+    Ok(globs)
 }
 
 /// The checks sbatch makes on the merged options before submitting.

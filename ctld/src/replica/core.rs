@@ -461,7 +461,7 @@ impl<S: RaftStore> Core<S> {
             }
         };
         let ended_job = match &cmd {
-            Command::JobEnded { report, .. } => Some(report.job),
+            Command::JobEnded { report, .. } => Some((report.job, report.replica)),
             _ => None,
         };
         // The script and environment go to the side table, not into the state.
@@ -476,8 +476,8 @@ impl<S: RaftStore> Core<S> {
             (Ok(Applied::Submitted(ids)), _, Some(inputs)) => {
                 self.store.put_inputs(ids[0], &inputs)?;
             }
-            (Ok(_), Some(job), _) if !blobs.is_empty() => {
-                self.store.put_outputs(job, &blobs)?;
+            (Ok(_), Some((job, replica)), _) if !blobs.is_empty() => {
+                self.store.put_outputs(job, replica, &blobs)?;
             }
             _ => {}
         }

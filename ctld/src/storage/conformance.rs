@@ -83,7 +83,7 @@ fn a_snapshot_for_a_peer_carries_the_side_tables(s: impl RaftStore) {
     s.persist(&(1..=3).map(|i| entry(i, 1)).collect::<Vec<_>>(), None, true).unwrap();
     let inputs = chorus_core::job::JobInputs { script: "#!/bin/sh\n".into(), env: vec![] };
     s.put_inputs(5, &inputs).unwrap();
-    s.put_outputs(5, &[b"out".to_vec()]).unwrap();
+    s.put_outputs(5, 0, &[b"out".to_vec()]).unwrap();
     let m = Member { id: 2, client_addr: "a:1".into(), peer_addr: "a:2".into() };
     s.put_member(&m).unwrap();
     assert!(matches!(
@@ -107,29 +107,33 @@ fn a_snapshot_for_a_peer_carries_the_side_tables(s: impl RaftStore) {
 
 fn installing_a_snapshot_replaces_the_log_and_tables(s: impl RaftStore) {
     s.persist(&(1..=3).map(|i| entry(i, 1)).collect::<Vec<_>>(), None, true).unwrap();
-    s.put_outputs(1, &[b"stale".to_vec()]).unwrap();
+    s.put_outputs(1, 0, &[b"stale".to_vec()]).unwrap();
     let mut snap = Snapshot::default();
     snap.set_data(snapshot_data(b"leader's state").into());
     snap.mut_metadata().index = 20;
     snap.mut_metadata().term = 4;
     snap.mut_metadata().set_conf_state(ConfState { voters: vec![1, 2, 3], ..Default::default() });
-    s.load_side_tables(&[(Side::Outputs, vec![0, 0, 0, 9, 0], b"fresh".to_vec())]).unwrap();
+    s.load_side_tables(&[(Side::Outputs, vec![0, 0, 0, 9, 0, 0, 0, 0], b"fresh".to_vec())])
+        .unwrap();
     s.apply_snapshot(&snap).unwrap();
     assert_eq!(s.first_index().unwrap(), 21);
     assert_eq!(s.last_index().unwrap(), 20);
     assert_eq!(s.term(20).unwrap(), 4);
     assert_eq!(s.conf_state().voters, vec![1, 2, 3]);
     assert!(s.hard_state().commit >= 20);
-    assert!(s.outputs(1).unwrap().is_empty());
-    assert_eq!(s.outputs(9).unwrap(), vec![b"fresh".to_vec()]);
+    assert!(s.outputs(1, 0).unwrap().is_empty());
+    assert_eq!(s.outputs(9, 0).unwrap(), vec![b"fresh".to_vec()]);
     s.persist(&[entry(21, 4)], None, true).unwrap();
     assert_eq!(entries(&s, 21, 22).unwrap(), vec![entry(21, 4)]);
 }
 
 fn side_tables_keep_rows_apart(s: impl RaftStore) {
-    s.put_outputs(7, &[b"out".to_vec(), b"err".to_vec()]).unwrap();
-    s.put_outputs(70, &[b"other".to_vec()]).unwrap();
-    assert_eq!(s.outputs(7).unwrap(), vec![b"out".to_vec(), b"err".to_vec()]);
+    s.put_outputs(7, 0, &[b"out".to_vec(), b"err".to_vec()]).unwrap();
+    s.put_outputs(7, 1, &[b"replica 1".to_vec()]).unwrap();
+    s.put_outputs(70, 0, &[b"other".to_vec()]).unwrap();
+    assert_eq!(s.outputs(7, 0).unwrap(), vec![b"out".to_vec(), b"err".to_vec()]);
+    assert_eq!(s.outputs(7, 1).unwrap(), vec![b"replica 1".to_vec()]);
+    assert!(s.outputs(7, 2).unwrap().is_empty());
     let inputs = chorus_core::job::JobInputs {
         script: "#!/bin/sh\necho hi\n".into(),
         env: vec![("HOME".into(), "/root".into())],
@@ -183,7 +187,7 @@ fn sled_keeps_everything_across_a_reopen() {
         let hs = HardState { term: 2, commit: 3, ..Default::default() };
         s.persist(&(1..=10).map(|i| entry(i, 2)).collect::<Vec<_>>(), Some(&hs), true).unwrap();
         s.create_snapshot(7, snapshot_data(b"state")).unwrap();
-        s.put_outputs(3, &[b"out".to_vec()]).unwrap();
+        s.put_outputs(3, 0, &[b"out".to_vec()]).unwrap();
         s.persist(&[], None, true).unwrap();
     }
     let s = SledStorage::open(dir.path()).unwrap();
@@ -194,5 +198,23 @@ fn sled_keeps_everything_across_a_reopen() {
     assert_eq!(s.last_index().unwrap(), 10);
     assert_eq!(s.term(7).unwrap(), 2);
     assert_eq!(entries(&s, 8, 11).unwrap(), (8..=10).map(|i| entry(i, 2)).collect::<Vec<_>>());
-    assert_eq!(s.outputs(3).unwrap(), vec![b"out".to_vec()]);
+    assert_eq!(s.outputs(3, 0).unwrap(), vec![b"out".to_vec()]);
+}
+
+#[test]
+fn sled_refuses_a_state_directory_of_another_format() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = SledStorage::open(dir.path()).unwrap();
+        s.persist(&[entry(1, 1)], None, true).unwrap();
+    }
+    SledStorage::open(dir.path()).expect("its own format");
+    // What a controller before format marks left: a log without a mark.
+    {
+        let db = sled::open(dir.path()).unwrap();
+        db.open_tree("raft_meta").unwrap().remove(b"format").unwrap();
+        db.flush().unwrap();
+    }
+    let e = SledStorage::open(dir.path()).err().expect("refused").to_string();
+    assert!(e.contains("format 1") && e.contains("--state-dir"), "{e}");
 }

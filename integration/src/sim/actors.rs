@@ -291,6 +291,9 @@ impl Agent {
     fn finish(&mut self, key: Key, exit: ExitStatus, cause: EndCause) {
         self.finished.insert(key);
         let report = JobReport {
+            replica: 0,
+            digest: [0; 32],
+            signature: vec![],
             job: key.0,
             attempt: key.1,
             node: self.name.clone(),
@@ -308,7 +311,7 @@ impl Agent {
             .active
             .iter()
             .map(|id| &st.jobs[id])
-            .filter(|j| self.foreign || j.alloc.first().is_some_and(|a| a.node == self.name))
+            .filter(|j| self.foreign || j.replica_on(&self.name).is_some())
             .map(|j| (j.id, j.restarts))
             .collect();
         for key in &wanted {

@@ -47,6 +47,9 @@ pub fn launch(job_id: u32, dir: &Path, script: &str, cpus: u32, mem_mb: u64) -> 
         user: "u".into(),
         network: Default::default(),
         container: None,
+        replica: 0,
+        sandboxed: false,
+        output_files: vec![],
     }
 }
 

@@ -48,7 +48,7 @@ fn submit(st: &mut ClusterState, s: JobSpec) -> u32 {
 
 /// One scheduling pass, applied; returns the plan.
 fn pass(st: &mut ClusterState) -> Plan {
-    let plan = Fifo.plan(st, 20);
+    let plan = Fifo::default().plan(st, 20);
     fsm::apply(st, Command::ApplyPlan { plan: plan.clone(), now: 20 }).unwrap();
     plan
 }
@@ -116,7 +116,7 @@ fn a_plan_is_rechecked_when_applied() {
     let mut st = cluster(1, 1);
     let a = submit(&mut st, spec("a"));
     let b = submit(&mut st, spec("b"));
-    let mut plan = Fifo.plan(&st, 20);
+    let mut plan = Fifo::default().plan(&st, 20);
     // A buggy scheduler places both on the one CPU: apply must take only the first.
     let mut second = plan.starts[0].clone();
     second.job = b;
@@ -220,7 +220,7 @@ fn only_nodes_with_the_minimum_stake_are_given_work() {
     }
     let ids: Vec<u32> = (0..3).map(|i| submit(&mut st, spec(&format!("j{i}")))).collect();
     let plan = pass(&mut st);
-    let nodes: Vec<&str> = plan.starts.iter().map(|p| p.alloc[0].node.as_str()).collect();
+    let nodes: Vec<&str> = plan.starts.iter().map(|p| p.replicas[0][0].node.as_str()).collect();
     assert_eq!(nodes, ["node2", "node2"], "node1 has no stake bonded");
     assert_eq!(st.jobs[&ids[2]].reason, PendingReason::Resources);
 }

@@ -704,3 +704,38 @@ proptest! {
         prop_assert_eq!(joined, bare);
     }
 }
+
+#[test]
+fn replicas_that_ended_alike_agree_and_endings_never_mix() {
+    use chorus_core::fsm::EndCause::{Exited, OutOfMemory, TimeLimit};
+    let (ok, partial, other) =
+        (Owned::stdout("1.0\n"), Owned::stdout("0.5\n"), Owned::stdout("0.9\n"));
+    // (cause, signal, result) of replicas 0..6, in index order.
+    let reports = [
+        (Exited, 0, &ok),
+        (TimeLimit, 15, &partial),
+        (Exited, 0, &ok),
+        (TimeLimit, 9, &other),
+        (OutOfMemory, 9, &partial),
+        (Exited, 9, &ok),
+    ];
+    let owned: Vec<Vec<(&str, &[u8])>> = reports
+        .iter()
+        .map(|(_, _, o)| o.files.iter().map(|(n, b)| (n.as_str(), b.as_slice())).collect())
+        .collect();
+    let reported: Vec<Reported<'_>> = reports
+        .iter()
+        .zip(&owned)
+        .map(|((cause, signal, o), files)| Reported {
+            cause: *cause,
+            signal: *signal,
+            result: ReplicaResult { exit_code: o.exit_code, digest: o.digest(), files },
+        })
+        .collect();
+    assert_eq!(
+        classify(&Exact, &reported),
+        vec![vec![0, 2], vec![1, 3], vec![4], vec![5]],
+        "timed out twice with different partial output: one class; killed by a signal: \
+         not the same as exiting; the OOM killer: a class of its own"
+    );
+}

@@ -266,7 +266,8 @@ impl World {
             agents: vec![],
             checker: Checker::new(),
             journal,
-            scheduler: chorus_plugins::scheduler("sched/fifo").expect("sched/fifo is compiled in"),
+            scheduler: chorus_plugins::scheduler("sched/fifo", seed)
+                .expect("sched/fifo is compiled in"),
             stats: Stats::default(),
             seed,
             p,
