@@ -8,6 +8,7 @@
 //! ```
 
 pub mod sim;
+pub mod trust;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
