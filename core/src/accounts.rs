@@ -61,6 +61,10 @@ pub struct Bond {
     pub agreements: u32,
     /// Stake on its way back to the balance: `(amount, released at)`.
     pub unbonding: Vec<(u64, u64)>,
+    /// Paid for this node's verified work, in all.
+    pub earned: u64,
+    /// Lost to this node's slashes, in all.
+    pub slashed: u64,
 }
 
 /// One line of an operator's history.
@@ -166,6 +170,9 @@ impl Accounts {
         op.release_due(now);
         op.balance += amount;
         op.earned += amount;
+        if let Some(b) = op.bonds.get_mut(&node) {
+            b.earned += amount;
+        }
         op.log(Entry::Paid { job, node, amount, at: now });
     }
 
@@ -196,6 +203,7 @@ impl Accounts {
         }
         b.unbonding.retain(|(a, _)| *a > 0);
         let taken = amount - left;
+        b.slashed += taken;
         op.slashed += taken;
         op.log(Entry::Slashed { job, node, amount: taken, at: now });
         taken

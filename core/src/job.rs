@@ -546,12 +546,19 @@ impl Job {
         }
     }
 
+    /// CPUs the job holds (one replica's: every replica holds the same), or asks for while
+    /// pending.
     pub fn num_cpus(&self) -> u32 {
-        if self.alloc.is_empty() {
-            self.spec.num_cpus()
-        } else {
-            self.alloc.iter().map(|a| a.cpus).sum()
+        match self.replicas.first() {
+            Some(r) => r.alloc.iter().map(|a| a.cpus).sum(),
+            None => self.spec.num_cpus(),
         }
+    }
+
+    /// One replica's allocation: the job's size as Slurm's commands show it (every replica
+    /// holds the same); empty while pending.
+    pub fn size(&self) -> &[NodeAlloc] {
+        self.replicas.first().map_or(&[], |r| r.alloc.as_slice())
     }
 
     pub fn node_names(&self) -> Vec<String> {

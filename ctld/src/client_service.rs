@@ -287,10 +287,13 @@ impl Client for ClientService {
             Stake::try_from(req.action).map_err(|_| Status::invalid_argument("unknown action"))?;
         let name_ok =
             |s: &str| !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_graphic());
-        if !name_ok(&req.operator) {
+        if action == Stake::CreditUser && !name_ok(&req.user) {
+            return Err(Status::invalid_argument("user: 1 to 64 printable characters"));
+        }
+        if action != Stake::CreditUser && !name_ok(&req.operator) {
             return Err(Status::invalid_argument("operator: 1 to 64 printable characters"));
         }
-        if action != Stake::Deposit && !name_ok(&req.node) {
+        if matches!(action, Stake::Bond | Stake::Unbond) && !name_ok(&req.node) {
             return Err(Status::invalid_argument("node: 1 to 64 printable characters"));
         }
         let (operator, node, amount) = (req.operator, req.node, req.amount);
@@ -298,6 +301,7 @@ impl Client for ClientService {
             Stake::Deposit => Command::Deposit { operator, amount, now },
             Stake::Bond => Command::Bond { operator, node, amount, now },
             Stake::Unbond => Command::Unbond { operator, node, amount, now },
+            Stake::CreditUser => Command::CreditUser { user: req.user, amount, now },
         };
         self.replica.propose(cmd, vec![]).await.map_err(|e| status_of(&self.replica, e))?;
         Ok(Response::new(pb::ActionReply { changed: vec![] }))

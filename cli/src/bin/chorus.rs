@@ -47,6 +47,19 @@ enum Cmd {
         #[command(subcommand)]
         action: NodeCmd,
     },
+    /// Users' credits, which pay for their jobs' verified work.
+    User {
+        #[command(subcommand)]
+        action: UserCmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCmd {
+    /// Credit a user's account, opening it (an administrator's command).
+    Credit { user: String, amount: u64 },
+    /// A user's balance, what it spent and what it owes.
+    Balance { user: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -98,9 +111,17 @@ struct UpArgs {
     /// Where the cluster keeps its state, logs and client configuration.
     #[arg(long, default_value = ".chorus")]
     dir: PathBuf,
-    /// Number of node agents.
-    #[arg(long, default_value_t = 2)]
+    /// Number of node agents, each under an operator of its own (`op1`, `op2`, ...): enough
+    /// by default for `sbatch --replicas=2` with one to spare for a dispute.
+    #[arg(long, default_value_t = 3)]
     nodes: u32,
+    /// Credits each local operator deposits and bonds to its node (at least --min-stake).
+    #[arg(long, default_value_t = 1000)]
+    node_stake: u64,
+    /// The partition's replication policy (ctld's --replication): `fixed:N` or
+    /// `adaptive[:N,TRUSTED_AFTER,SPOT]`; `fixed:1` runs each job once, as Slurm does.
+    #[arg(long, default_value = "fixed:1")]
+    replication: String,
     /// Number of controllers (1, or 3 or 5 for a replicated group).
     #[arg(long, default_value_t = 1)]
     controllers: u32,
@@ -141,6 +162,9 @@ struct UpArgs {
     /// `--noded-arg=--health-check-program=/etc/chorus/hc.sh` (repeat for several).
     #[arg(long = "noded-arg", value_name = "ARG", allow_hyphen_values = true)]
     noded_args: Vec<String>,
+    /// An argument passed on to every controller, e.g. `--ctld-arg=--price-cpu-hour=3600`.
+    #[arg(long = "ctld-arg", value_name = "ARG", allow_hyphen_values = true)]
+    ctld_args: Vec<String>,
 }
 
 fn main() {
@@ -157,7 +181,26 @@ fn main() {
         Cmd::Controller { action } => run_main("chorus", controller(action)),
         Cmd::Operator { action } => run_main("chorus", operator(action)),
         Cmd::Node { action } => run_main("chorus", node(action)),
+        Cmd::User { action } => run_main("chorus", user(action)),
     }
+}
+
+async fn user(action: UserCmd) -> anyhow::Result<i32> {
+    let mut ctl = Ctl::connect().await?;
+    match action {
+        UserCmd::Credit { user, amount } => {
+            let action = pb::stake_request::Action::CreditUser as i32;
+            rpc!(ctl, stake, pb::StakeRequest { action, user, amount, ..Default::default() })?;
+        }
+        UserCmd::Balance { user } => {
+            let (a, _) = accounts(&mut ctl).await?;
+            match chorus_cli::format::accounts::user_balance(&a, &user) {
+                Some(text) => print(&text)?,
+                None => anyhow::bail!("user {user} has no account"),
+            }
+        }
+    }
+    Ok(0)
 }
 
 async fn stake(
@@ -167,7 +210,8 @@ async fn stake(
     node: String,
     amount: u64,
 ) -> anyhow::Result<()> {
-    let req = pb::StakeRequest { action: action as i32, operator, node, amount };
+    let req =
+        pb::StakeRequest { action: action as i32, operator, node, amount, ..Default::default() };
     rpc!(ctl, stake, req)?;
     Ok(())
 }
@@ -393,7 +437,10 @@ fn up(a: UpArgs) -> anyhow::Result<()> {
             a.snapshot_every.to_string(),
             "--min-stake".into(),
             a.min_stake.to_string(),
+            "--replication".into(),
+            a.replication.clone(),
         ];
+        args.extend(a.ctld_args.iter().cloned());
         if group.len() > 1 {
             args.extend(["--initial-controllers".into(), member_list.clone()]);
         }
@@ -472,7 +519,7 @@ fn serve_until_stopped(a: &UpArgs, conf_path: &Path, daemons: &mut [Daemon]) -> 
             let (nodes, _) = ctl.nodes().await.ok()?;
             Some(nodes.iter().filter(|n| n.state != NodeState::Down).count() as u32 >= a.nodes)
         });
-        if ready == Some(true) {
+        if ready == Some(true) && rt.block_on(bond_local_nodes(a)).is_ok() {
             break;
         }
         if Instant::now() > deadline {
@@ -523,6 +570,25 @@ fn serve_until_stopped(a: &UpArgs, conf_path: &Path, daemons: &mut [Daemon]) -> 
             }
         }
     }
+}
+
+/// Puts each local node under an operator of its own (`op<N>` for `node<N>`), with stake
+/// bonded, so that replicas of one job can go to distinct operators. A node bonded already
+/// (a restarted cluster) is left as it is.
+async fn bond_local_nodes(a: &UpArgs) -> anyhow::Result<()> {
+    use pb::stake_request::Action;
+    let mut ctl = Ctl::connect().await?;
+    let (accounts, _) = accounts(&mut ctl).await?;
+    let amount = a.node_stake.max(a.min_stake);
+    for i in 1..=a.nodes {
+        let (node, operator) = (format!("node{i}"), format!("op{i}"));
+        if accounts.node_operator.contains_key(&node) || amount == 0 {
+            continue;
+        }
+        stake(&mut ctl, Action::Deposit, operator.clone(), String::new(), amount).await?;
+        stake(&mut ctl, Action::Bond, operator, node, amount).await?;
+    }
+    Ok(())
 }
 
 fn stop_all(daemons: &mut [Daemon]) {

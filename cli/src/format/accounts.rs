@@ -17,7 +17,11 @@ pub fn balance(accounts: &Accounts, operator: &str, tz: Tz) -> Option<String> {
     );
     for (node, bond) in &op.bonds {
         let unbonding: u64 = bond.unbonding.iter().map(|(a, _)| a).sum();
-        let _ = write!(out, "   Node={node} Stake={} Agreements={}", bond.stake, bond.agreements);
+        let _ = write!(
+            out,
+            "   Node={node} Stake={} Agreements={} Earned={} Slashed={}",
+            bond.stake, bond.agreements, bond.earned, bond.slashed
+        );
         if unbonding > 0 {
             let last = bond.unbonding.iter().map(|(_, at)| *at).max().unwrap_or(0);
             let _ = write!(out, " Unbonding={unbonding} ReleasedBy={}", iso(last, tz));
@@ -56,8 +60,8 @@ pub fn node_status(
     only: Option<&str>,
 ) -> String {
     let mut out = format!(
-        "{:<16} {:<16} {:>12} {:>10} {}\n",
-        "NODE", "OPERATOR", "STAKE", "AGREEMENTS", "WORK"
+        "{:<16} {:<16} {:>12} {:>10} {:>10} {:>10} {}\n",
+        "NODE", "OPERATOR", "STAKE", "AGREEMENTS", "EARNED", "SLASHED", "WORK"
     );
     for n in nodes.iter().filter(|n| only.is_none_or(|o| o == n.name)) {
         let operator = accounts.node_operator.get(&n.name).map_or("-", String::as_str);
@@ -70,11 +74,13 @@ pub fn node_status(
         };
         let _ = writeln!(
             out,
-            "{:<16} {:<16} {:>12} {:>10} {work}",
+            "{:<16} {:<16} {:>12} {:>10} {:>10} {:>10} {work}",
             n.name,
             operator,
             stake,
-            bond.map_or(0, |b| b.agreements)
+            bond.map_or(0, |b| b.agreements),
+            bond.map_or(0, |b| b.earned),
+            bond.map_or(0, |b| b.slashed),
         );
     }
     out
@@ -94,11 +100,18 @@ mod tests {
         assert_eq!(
             text,
             "Operator=acme Balance=400 Earned=0 Slashed=0\n\
-             \x20  Node=node1 Stake=500 Agreements=0 Unbonding=100 ReleasedBy=1970-01-01T01:02:00\n\
+             \x20  Node=node1 Stake=500 Agreements=0 Earned=0 Slashed=0 Unbonding=100 \
+             ReleasedBy=1970-01-01T01:02:00\n\
              \x20  unbonding 100 from node1, released 1970-01-01T01:02:00\n\
              \x20  1970-01-01T00:01:00 bonded 600 to node1\n\
              \x20  1970-01-01T00:00:00 deposited 1000\n"
         );
         assert_eq!(balance(&a, "nobody", Tz::Fixed(0)), None);
     }
+}
+
+/// A user's credits: what pays for its jobs' verified work.
+pub fn user_balance(accounts: &Accounts, user: &str) -> Option<String> {
+    let u = accounts.users.get(user)?;
+    Some(format!("User={user} Balance={} Spent={} Owed={}\n", u.balance, u.spent, u.owed))
 }

@@ -23,6 +23,7 @@ use chorus_core::slurm::array::{DEFAULT_BITSTR_LEN, format_array_task_str};
 use chorus_core::slurm::dependency::{DepState, ItemStatus};
 use chorus_core::slurm::hostlist;
 use chorus_core::slurm::pattern::{self, PatternVars};
+use chorus_core::trust::ReplicationSpec;
 
 pub mod accounts;
 pub mod controllers;
@@ -315,24 +316,49 @@ pub(crate) fn total_mem(job: &Job, def_mem_per_cpu: u64) -> u64 {
         .sum()
 }
 
-/// Nodes a job holds, or asks for while pending.
+/// Nodes a job holds (one replica's), or asks for while pending.
 pub(crate) fn num_nodes(job: &Job) -> u32 {
-    if job.alloc.is_empty() { job.spec.num_nodes() } else { job.alloc.len() as u32 }
+    if job.size().is_empty() { job.spec.num_nodes() } else { job.size().len() as u32 }
 }
 
-/// GPUs a job holds, or asks for while pending.
+/// GPUs a job holds (one replica's), or asks for while pending.
 pub(crate) fn num_gpus(job: &Job) -> u32 {
-    if job.alloc.is_empty() {
+    if job.size().is_empty() {
         job.spec.gpus_per_node * job.spec.num_nodes()
     } else {
-        job.alloc.iter().map(|a| a.gpus.len() as u32).sum()
+        job.size().iter().map(|a| a.gpus.len() as u32).sum()
     }
+}
+
+/// Replicas of a job (a Chorus field): those started, or, while pending, as many as its
+/// policy starts it with at most.
+pub(crate) fn replicas(job: &Job) -> u32 {
+    match (job.replicas.len(), job.replication) {
+        (0, ReplicationSpec::Fixed(n)) => n,
+        (0, ReplicationSpec::Adaptive { replicas, .. }) => replicas,
+        (n, _) => n as u32,
+    }
+}
+
+/// The nodes whose agreeing results became the job's (their batch nodes), as a hostlist;
+/// empty before a verdict.
+pub(crate) fn agreed_nodes(job: &Job) -> String {
+    let nodes: Vec<&str> =
+        job.agreed.iter().filter_map(|r| job.replicas.get(*r as usize)?.batch_node()).collect();
+    if nodes.is_empty() { String::new() } else { node_list(&nodes) }
 }
 
 /// One piece of a `%`-format string (`squeue -o`, `sinfo -o`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Piece {
     Text(String),
+    /// `%[.][width]{Name}`: a field by its `-O` name (a Chorus extension: Slurm gave every
+    /// letter a meaning already, and never uses a brace).
+    Named {
+        name: String,
+        width: Option<usize>,
+        right: bool,
+    },
     Field {
         letter: char,
         /// `None`: printed as is, neither padded nor cut.
@@ -381,6 +407,11 @@ pub(crate) fn parse_format(fmt: &str) -> Vec<Piece> {
         if !text.is_empty() {
             out.push(Piece::Text(std::mem::take(&mut text)));
         }
+        if letter == '{' {
+            let name: String = chars.by_ref().take_while(|c| *c != '}').collect();
+            out.push(Piece::Named { name, width: digits.parse().ok(), right });
+            continue;
+        }
         out.push(Piece::Field { letter, width: digits.parse().ok(), right, auto });
     }
     if !text.is_empty() {
@@ -392,6 +423,20 @@ pub(crate) fn parse_format(fmt: &str) -> Vec<Piece> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_field_may_be_named_in_braces() {
+        assert_eq!(
+            parse_format("%.18i %.3{Replicas} %{Verdict}"),
+            vec![
+                Piece::Field { letter: 'i', width: Some(18), right: true, auto: false },
+                Piece::Text(" ".into()),
+                Piece::Named { name: "Replicas".into(), width: Some(3), right: true },
+                Piece::Text(" ".into()),
+                Piece::Named { name: "Verdict".into(), width: None, right: false },
+            ]
+        );
+    }
 
     #[test]
     fn fit_pads_and_cuts() {

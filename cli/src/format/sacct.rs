@@ -39,8 +39,8 @@ use chorus_core::state::ClusterConfig;
 
 use super::timefmt::{iso, iso_or};
 use super::{
-    JobRow, Tz, account, collapse_arrays, group_name, node_list, num_nodes, qos, run_secs,
-    shown_start, total_mem,
+    JobRow, Tz, account, agreed_nodes, collapse_arrays, group_name, node_list, num_nodes, qos,
+    replicas, run_secs, shown_start, total_mem,
 };
 
 /// `sacct`'s default fields.
@@ -94,9 +94,11 @@ pub struct UnknownField(pub String);
 /// The fields Chorus prints: name as printed in the header, and default width.
 pub const FIELDS: &[(&str, usize)] = &[
     ("Account", 10),
+    ("AgreedNodes", 15),
     ("AllocCPUS", 10),
     ("AllocTRES", 10),
     ("AveRSS", 10),
+    ("Charged", 10),
     ("Comment", 15),
     ("CPUTime", 10),
     ("CPUTimeRAW", 10),
@@ -116,6 +118,7 @@ pub const FIELDS: &[(&str, usize)] = &[
     ("NNodes", 8),
     ("NodeList", 15),
     ("NTasks", 8),
+    ("Paid", 10),
     ("Partition", 10),
     ("Priority", 10),
     ("QOS", 10),
@@ -123,6 +126,7 @@ pub const FIELDS: &[(&str, usize)] = &[
     ("ReqCPUS", 8),
     ("ReqMem", 10),
     ("ReqTRES", 10),
+    ("Replicas", 8),
     ("Restarts", 8),
     ("Start", 19),
     ("State", 10),
@@ -136,6 +140,8 @@ pub const FIELDS: &[(&str, usize)] = &[
     ("UID", 6),
     ("User", 9),
     ("UserCPU", 10),
+    ("Verdict", 10),
+    ("Verify", 15),
     ("WorkDir", 15),
 ];
 
@@ -352,6 +358,12 @@ fn job_value(field: &str, row: &JobRow<'_>, opts: &SacctOpts, now: u64) -> Strin
         "User" => spec.user.clone(),
         "UserCPU" => cpu_time(job.usage.user_cpu_ms),
         "WorkDir" => spec.work_dir.clone(),
+        "Replicas" => replicas(job).to_string(),
+        "Verify" => job.verify.to_string(),
+        "Verdict" => job.verdict.name().into(),
+        "AgreedNodes" => agreed_nodes(job),
+        "Paid" => job.paid.to_string(),
+        "Charged" => job.charged.to_string(),
         _ => String::new(),
     }
 }

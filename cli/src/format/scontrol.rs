@@ -23,8 +23,9 @@ use chorus_core::state::{ClusterConfig, Partition};
 
 use super::timefmt::{iso, iso_or};
 use super::{
-    JobRow, MemAsk, Stream, Tz, account, collapse_arrays, dependency_text, group_name, mem_ask,
-    node_list, num_gpus, num_nodes, qos, run_secs, shown_end, shown_start, total_mem,
+    JobRow, MemAsk, Stream, Tz, account, agreed_nodes, collapse_arrays, dependency_text,
+    group_name, mem_ask, node_list, num_gpus, num_nodes, qos, replicas, run_secs, shown_end,
+    shown_start, total_mem,
 };
 
 /// How `scontrol show` prints.
@@ -202,6 +203,20 @@ fn job_lines(row: &JobRow<'_>, opts: &ShowOpts, now: u64) -> Vec<String> {
     if spec.gpus_per_node > 0 {
         let ty = spec.gpu_type.as_deref().map(|t| format!("{t}:")).unwrap_or_default();
         lines.push(format!("TresPerNode=gres:gpu:{ty}{}", spec.gpus_per_node));
+    }
+    // Chorus's verification, for the jobs it concerns: a job run once in a free partition
+    // prints what Slurm prints.
+    if job.is_replicated() || job.paid > 0 || job.charged > 0 {
+        let agreed = agreed_nodes(job);
+        lines.push(format!(
+            "Replicas={} Replication={} Verify={} Verdict={} AgreedNodes={}",
+            replicas(job),
+            job.replication,
+            job.verify,
+            job.verdict,
+            if agreed.is_empty() { "(null)" } else { &agreed }
+        ));
+        lines.push(format!("Paid={} Charged={}", job.paid, job.charged));
     }
     lines.push(String::new());
     lines

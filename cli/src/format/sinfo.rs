@@ -162,7 +162,7 @@ pub fn sinfo(config: &ClusterConfig, nodes: &[Node], opts: &SinfoOpts, now: u64)
                 }
                 Some(w)
             }
-            Piece::Field { width, .. } => *width,
+            Piece::Field { width, .. } | Piece::Named { width, .. } => *width,
             Piece::Text(_) => None,
         })
         .collect();
@@ -195,6 +195,12 @@ fn render(
                 match w {
                     Some(w) => line.push_str(&fit(&v, *w, *right)),
                     None => line.push_str(&v),
+                }
+            }
+            // sinfo has no Chorus fields: a named one is blank, as an unknown letter is.
+            Piece::Named { right, .. } => {
+                if let Some(w) = w {
+                    line.push_str(&fit("", *w, *right));
                 }
             }
         }

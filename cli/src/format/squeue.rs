@@ -30,7 +30,7 @@ use chorus_core::state::ClusterConfig;
 use super::timefmt::{ctime, iso};
 use super::{
     JobRow, MemAsk, Piece, Stream, Tz, account, collapse_arrays, dependency_text, fit, group_name,
-    mem_ask, node_list, num_nodes, parse_format, qos, run_secs, shown_end, shown_start,
+    mem_ask, node_list, num_nodes, parse_format, qos, replicas, run_secs, shown_end, shown_start,
     uncollapsed,
 };
 
@@ -97,9 +97,15 @@ pub fn check_opts(opts: &SqueueOpts) -> Result<(), FormatError> {
     }
     if let Some(f) = &opts.format {
         for p in parse_format(f) {
-            if let Piece::Field { letter, .. } = p {
-                Col::from_letter(letter)
-                    .ok_or_else(|| FormatError::UnknownField(format!("%{letter}")))?;
+            match p {
+                Piece::Field { letter, .. } => {
+                    Col::from_letter(letter)
+                        .ok_or_else(|| FormatError::UnknownField(format!("%{letter}")))?;
+                }
+                Piece::Named { name, .. } => {
+                    Col::from_name(&name).ok_or(FormatError::UnknownField(name))?;
+                }
+                Piece::Text(_) => {}
             }
         }
     }
@@ -180,6 +186,9 @@ fn layout(opts: &SqueueOpts) -> Vec<Column> {
             Piece::Field { letter, width, right, .. } => {
                 Column::Field { col: Col::from_letter(letter), width, right, suffix: String::new() }
             }
+            Piece::Named { name, width, right } => {
+                Column::Field { col: Col::from_name(&name), width, right, suffix: String::new() }
+            }
         })
         .collect()
 }
@@ -253,6 +262,7 @@ enum Col {
     Qos,
     Reason,
     ReasonList,
+    Replicas,
     Reservation,
     SchedNodes,
     Sct,
@@ -268,6 +278,8 @@ enum Col {
     TimeUsed,
     Uid,
     User,
+    Verdict,
+    Verify,
     WorkDir,
 }
 
@@ -352,6 +364,7 @@ impl Col {
             "qos" => Col::Qos,
             "reason" => Col::Reason,
             "reasonlist" => Col::ReasonList,
+            "replicas" => Col::Replicas,
             "reservation" => Col::Reservation,
             "schednodes" => Col::SchedNodes,
             "starttime" => Col::StartTime,
@@ -366,6 +379,8 @@ impl Col {
             "timeused" => Col::TimeUsed,
             "userid" => Col::Uid,
             "username" => Col::User,
+            "verdict" => Col::Verdict,
+            "verify" => Col::Verify,
             "workdir" => Col::WorkDir,
             _ => return None,
         })
@@ -400,6 +415,7 @@ impl Col {
             Col::Qos => "QOS",
             Col::Reason => "REASON",
             Col::ReasonList => "NODELIST(REASON)",
+            Col::Replicas => "REPLICAS",
             Col::Reservation => "RESERVATION",
             Col::SchedNodes => "SCHEDNODES",
             Col::Sct => "S:C:T",
@@ -415,6 +431,8 @@ impl Col {
             Col::TimeUsed => "TIME",
             Col::Uid => "UID",
             Col::User => "USER",
+            Col::Verdict => "VERDICT",
+            Col::Verify => "VERIFY",
             Col::WorkDir => "WORK_DIR",
         }
     }
@@ -498,6 +516,9 @@ fn value(col: Col, row: &JobRow<'_>, now: u64, opts: &SqueueOpts) -> String {
         Col::Uid => spec.uid.to_string(),
         Col::User => spec.user.clone(),
         Col::WorkDir => spec.work_dir.clone(),
+        Col::Replicas => replicas(job).to_string(),
+        Col::Verdict => job.verdict.name().into(),
+        Col::Verify => job.verify.to_string(),
     }
 }
 
