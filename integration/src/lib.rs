@@ -66,6 +66,10 @@ pub struct ClusterOpts {
     pub noded_args: Vec<String>,
     /// Stake a node needs bonded to be given work (`chorus up --min-stake`).
     pub min_stake: u64,
+    /// The partition's replication policy (`chorus up --replication`; `None`: fixed:1).
+    pub replication: Option<String>,
+    /// Extra arguments for every `ctld` (`chorus up --ctld-arg`).
+    pub ctld_args: Vec<String>,
 }
 
 impl Default for ClusterOpts {
@@ -83,6 +87,8 @@ impl Default for ClusterOpts {
             node_timeout: None,
             noded_args: vec![],
             min_stake: 0,
+            replication: None,
+            ctld_args: vec![],
         }
     }
 }
@@ -127,6 +133,12 @@ impl Cluster {
         }
         for arg in &o.noded_args {
             cmd.arg(format!("--noded-arg={arg}"));
+        }
+        if let Some(r) = &o.replication {
+            cmd.args(["--replication", r]);
+        }
+        for arg in &o.ctld_args {
+            cmd.arg(format!("--ctld-arg={arg}"));
         }
         let mut child =
             cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("start chorus up");
