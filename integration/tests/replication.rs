@@ -324,3 +324,49 @@ fn a_priced_partition_takes_jobs_only_from_users_with_credits() {
     let again = JobSpec { user: "bob".into(), ..spec(1) };
     assert!(matches!(c.submit(again), Err(Rejected::NoCredits(_))), "until it is paid");
 }
+
+#[test]
+fn a_node_may_return_only_the_jobs_own_output_files() {
+    use chorus_core::attest::{self, result_digest};
+    use chorus_core::fsm::JobReport;
+    use chorus_core::job::{OutputFile, Usage};
+    let mut c = cluster(2, 1000);
+    let spec = JobSpec { output_files: vec!["out/*.csv".into()], ..spec(1) };
+    let job = c.submit(spec).unwrap();
+    let s = c.schedule();
+    let key = c.key_of(&s[0].node);
+    let report = |path: &str| {
+        let digest = result_digest(OK, &[(path, b"x".as_slice())]);
+        let a = attest::Attestation {
+            job,
+            replica: 0,
+            node: s[0].node.clone(),
+            digest,
+            exit: OK,
+            usage: Usage::default(),
+        };
+        let signature = a.sign(&key).to_vec();
+        let outputs = vec![OutputFile { path: path.into(), len: 1, append: false }];
+        let (node, exit, cause) = (s[0].node.clone(), OK, EndCause::Exited);
+        let r = JobReport {
+            job,
+            attempt: 0,
+            node,
+            exit,
+            cause,
+            usage: a.usage,
+            outputs,
+            replica: 0,
+            digest,
+            signature,
+        };
+        Command::JobEnded { report: Box::new(r), now: 2000 }
+    };
+    // The submitter's CLI writes these paths: a node must not choose them.
+    for evil in ["/home/alice/.bashrc", "/w/out/../../etc/x.csv", "/w/other.txt", "/wout/a.csv"] {
+        let e = c.apply(report(evil)).unwrap_err();
+        assert!(matches!(e, Rejected::BadAttestation { .. }), "{evil}: {e:?}");
+    }
+    c.apply(report("/w/out/result.csv")).expect("a declared output");
+    assert_eq!(c.state.jobs[&job].state, JobState::Completed);
+}

@@ -86,6 +86,12 @@ pub fn node_status(
     out
 }
 
+/// A user's credits: what pays for its jobs' verified work.
+pub fn user_balance(accounts: &Accounts, user: &str) -> Option<String> {
+    let u = accounts.users.get(user)?;
+    Some(format!("User={user} Balance={} Spent={} Owed={}\n", u.balance, u.spent, u.owed))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,10 +114,4 @@ mod tests {
         );
         assert_eq!(balance(&a, "nobody", Tz::Fixed(0)), None);
     }
-}
-
-/// A user's credits: what pays for its jobs' verified work.
-pub fn user_balance(accounts: &Accounts, user: &str) -> Option<String> {
-    let u = accounts.users.get(user)?;
-    Some(format!("User={user} Balance={} Spent={} Owed={}\n", u.balance, u.spent, u.owed))
 }

@@ -127,6 +127,10 @@ pub(super) fn report(
         None if job.is_replicated() => return Err(bad("the node has no key".into())),
         None => {}
     }
+    if let Some(f) = r.outputs.iter().find(|f| !is_result_file(job, &f.path)) {
+        // The submitter's commands write these paths: a node may name only the job's own.
+        return Err(bad(format!("{} is not one of the job's output files", f.path)));
+    }
     let held = job.replicas[r.replica as usize].alloc.clone();
     give_back(state, &held);
     let job = state.jobs.get_mut(&r.job).expect("checked above");
@@ -140,6 +144,22 @@ pub(super) fn report(
     });
     settle_or_wait(state, r.job, now)?;
     Ok(Applied::Changed(vec![r.job]))
+}
+
+/// Whether `path` may be one of `job`'s result files: its stdout or stderr, or a file inside
+/// its working directory that one of its `--output-files` patterns matches.
+fn is_result_file(job: &Job, path: &str) -> bool {
+    let (stdout, stderr) = crate::launch::output_paths(job);
+    if path == stdout || path == stderr {
+        return true;
+    }
+    let Some(rel) = path.strip_prefix(job.spec.work_dir.trim_end_matches('/')) else {
+        return false;
+    };
+    let Some(rel) = rel.strip_prefix('/') else { return false };
+    // As noded's search matched it (glob's default options).
+    !rel.split('/').any(|part| part == ".." || part == "." || part.is_empty())
+        && job.spec.output_files.iter().any(|g| glob::Pattern::new(g).is_ok_and(|p| p.matches(rel)))
 }
 
 /// A replica of `id` on `node` is gone without a report (its node went down, its agent

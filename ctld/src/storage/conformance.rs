@@ -215,6 +215,7 @@ fn sled_refuses_a_state_directory_of_another_format() {
         db.open_tree("raft_meta").unwrap().remove(b"format").unwrap();
         db.flush().unwrap();
     }
-    let e = SledStorage::open(dir.path()).err().expect("refused").to_string();
+    let Err(e) = SledStorage::open(dir.path()) else { panic!("opened an older format") };
+    let e = e.to_string();
     assert!(e.contains("format 1") && e.contains("--state-dir"), "{e}");
 }
