@@ -155,6 +155,7 @@ impl Sim {
             uuid: format!("GPU-{index}"),
             model: "a100".into(),
             memory_mb: 40_960,
+            driver: "535.104.05".into(),
         };
         self.apply(Command::RegisterNode {
             reg: Box::new(NodeRegistration {

@@ -774,6 +774,7 @@ _=/usr/bin/env";
                     uuid: format!("GPU-{name}-{i}"),
                     model: "h100".into(),
                     memory_mb: 81_559,
+                    driver: "535.104.05".into(),
                 })
                 .collect();
             let reg = NodeRegistration {

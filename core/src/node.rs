@@ -11,6 +11,16 @@ pub struct GpuInfo {
     pub uuid: String,
     pub model: String,
     pub memory_mb: u64,
+    /// The driver's version (NVML's `sys_driver_version`, e.g. `535.104.05`).
+    pub driver: String,
+}
+
+impl GpuInfo {
+    /// What a bitwise comparison of results must hold equal across replicas: the model and
+    /// the driver's major version (the same kernels and libraries give the same bits).
+    pub fn class(&self) -> (String, &str) {
+        (self.model.to_ascii_lowercase(), self.driver.split('.').next().unwrap_or_default())
+    }
 }
 
 /// What a node agent says it has when it registers.

@@ -62,8 +62,20 @@ impl TrustCluster {
     /// Registers `name` (with a key of its own, `cpus` CPUs) and, when `operator` is given,
     /// deposits `stake` for that operator and bonds it to the node.
     pub fn add_node(&mut self, name: &str, operator: Option<&str>, stake: u64, cpus: u32) {
+        let resources = NodeResources { cpus, mem_mb: 64_000, gpus: vec![] };
+        self.add_node_with(name, operator, stake, resources);
+    }
+
+    /// [`TrustCluster::add_node`] with the given resources (GPUs, say).
+    pub fn add_node_with(
+        &mut self,
+        name: &str,
+        operator: Option<&str>,
+        stake: u64,
+        resources: NodeResources,
+    ) {
         let key = *blake3::hash(name.as_bytes()).as_bytes();
-        self.register(name, key, cpus).expect("a new node registers");
+        self.register_with(name, key, resources).expect("a new node registers");
         if let Some(op) = operator {
             let now = self.now;
             if stake > 0 {
@@ -77,11 +89,20 @@ impl TrustCluster {
 
     /// Registers `name` with `key`, which becomes the key it signs with.
     pub fn register(&mut self, name: &str, key: [u8; 32], cpus: u32) -> Result<(), Rejected> {
+        self.register_with(name, key, NodeResources { cpus, mem_mb: 64_000, gpus: vec![] })
+    }
+
+    fn register_with(
+        &mut self,
+        name: &str,
+        key: [u8; 32],
+        resources: NodeResources,
+    ) -> Result<(), Rejected> {
         let reg = NodeRegistration {
             name: name.into(),
             addr: String::new(),
             hostname: name.into(),
-            resources: NodeResources { cpus, mem_mb: 64_000, gpus: vec![] },
+            resources,
             boot_time: 0,
             version: "paper".into(),
             os: "paper".into(),

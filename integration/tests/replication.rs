@@ -370,3 +370,49 @@ fn a_node_may_return_only_the_jobs_own_output_files() {
     c.apply(report("/w/out/result.csv")).expect("a declared output");
     assert_eq!(c.state.jobs[&job].state, JobState::Completed);
 }
+
+#[test]
+fn gpu_replicas_verified_exactly_run_on_one_model_and_driver() {
+    use chorus_core::node::{GpuInfo, NodeResources};
+    let mut c = TrustCluster::new(ClusterConfig::default(), 3);
+    let gpu = |model: &str, driver: &str| GpuInfo {
+        index: 0,
+        uuid: format!("GPU-{model}-{driver}"),
+        model: model.into(),
+        memory_mb: 81_920,
+        driver: driver.into(),
+    };
+    // In name order: the first replica lands on node1; node2's driver and node3's model differ.
+    for (name, g) in [
+        ("node1", gpu("A100", "535.104.05")),
+        ("node2", gpu("A100", "550.54.14")),
+        ("node3", gpu("H100", "535.104.05")),
+        ("node4", gpu("a100", "535.86.10")),
+    ] {
+        let resources = NodeResources { cpus: 4, mem_mb: 64_000, gpus: vec![g] };
+        c.add_node_with(name, Some(&format!("op-{name}")), 100, resources);
+    }
+    let gpu_job = |verify| JobSpec { gpus_per_node: 1, verify, ..spec(2) };
+    let exact = c.submit(gpu_job(None)).unwrap();
+    let started = c.schedule();
+    let nodes: Vec<&str> = started.iter().map(|s| s.node.as_str()).collect();
+    assert_eq!(nodes, ["node1", "node4"], "same model and driver major, whatever the case");
+    for s in &started {
+        c.report(&s.node, exact, s.replica, OK, b"bits\n").unwrap();
+    }
+    c.verdicts();
+    // A tolerance does not need bitwise-equal hardware.
+    let tolerant = c.submit(gpu_job(Some("tolerance:1e-6".parse().unwrap()))).unwrap();
+    let nodes: Vec<String> = c.schedule().into_iter().map(|s| s.node).collect();
+    assert_eq!(nodes, ["node1", "node2"], "job {tolerant}");
+    // And the state machine refuses a plan that mixes classes for an exact job.
+    let mixed = c.submit(gpu_job(None)).unwrap();
+    let on =
+        |node: &str| vec![NodeAlloc { node: node.into(), cpus: 1, mem_mb: 256, gpus: vec![0] }];
+    let plan = Plan {
+        starts: vec![Placement { job: mixed, quorum: 2, replicas: vec![on("node3"), on("node4")] }],
+        reasons: vec![],
+    };
+    c.apply(Command::ApplyPlan { plan, now: c.now }).unwrap();
+    assert_eq!(c.state.jobs[&mixed].state, JobState::Pending);
+}

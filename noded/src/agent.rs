@@ -180,6 +180,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl std::future::Future<Output = (
                         uuid: g.uuid.clone(),
                         model: g.model.clone(),
                         memory_mb: g.memory_mb,
+                        driver: g.driver.clone(),
                     })
                     .collect(),
                 boot_time: crate::inventory::boot_time(),

@@ -129,6 +129,7 @@ impl GpuInventory for NvmlInventory {
 
 fn nvml_gpus() -> Result<Vec<GpuInfo>, nvml_wrapper::error::NvmlError> {
     let nvml = nvml_wrapper::Nvml::init()?;
+    let driver = nvml.sys_driver_version()?;
     let mut out = vec![];
     for i in 0..nvml.device_count()? {
         let d = nvml.device_by_index(i)?;
@@ -137,10 +138,14 @@ fn nvml_gpus() -> Result<Vec<GpuInfo>, nvml_wrapper::error::NvmlError> {
             uuid: d.uuid()?,
             model: d.name()?,
             memory_mb: d.memory_info()?.total / (1024 * 1024),
+            driver: driver.clone(),
         });
     }
     Ok(out)
 }
+
+/// The driver version stand-in GPUs report.
+pub const FAKE_DRIVER: &str = "0.0-fake";
 
 /// `N` stand-in GPUs (`--node-gpus N`), for clusters shaped like real ones on a laptop.
 /// With `devices`, GPU `i` is the character device `DIR/fakegpu<i>` (made by the operator or
@@ -187,6 +192,7 @@ impl GpuInventory for FakeInventory {
                 uuid: format!("GPU-fake-{i:04}"),
                 model: self.model.clone(),
                 memory_mb: 16 * 1024,
+                driver: FAKE_DRIVER.into(),
             })
             .collect()
     }

@@ -123,6 +123,7 @@ impl GpuInventory for Gpus {
                 uuid: format!("GPU-{i}"),
                 model: "t".into(),
                 memory_mb: 1,
+                driver: "535.104.05".into(),
             })
             .collect()
     }

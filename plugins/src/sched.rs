@@ -163,8 +163,9 @@ fn place_replicas(
 }
 
 /// Up to `n` replicas beside the job's own and `placed`, each on nodes of operators none of
-/// them has; nothing is taken from `free`. A GPU job verified exactly keeps to the GPU model
-/// it started on (the state machine checks the same: homogeneous redundancy).
+/// them has; nothing is taken from `free`. A GPU job verified exactly keeps to the GPU class
+/// (model and driver) it started on (the state machine checks the same: homogeneous
+/// redundancy).
 fn place_replicas_after(
     state: &ClusterState,
     job: &Job,
@@ -181,17 +182,19 @@ fn place_replicas_after(
         .collect();
     let exact_gpus =
         job.verify == VerifySpec::Exact && job.is_replicated() && job.spec.gpus_per_node > 0;
-    let model = exact_gpus
+    let class = exact_gpus
         .then(|| {
             let a = job.alloc.first().or_else(|| placed.first()?.first())?;
             let node = &state.nodes[&a.node];
             let g = a.gpus.first()?;
-            node.resources.gpus.iter().find(|x| x.index == *g).map(|x| x.model.clone())
+            let gpu = node.resources.gpus.iter().find(|x| x.index == *g)?;
+            let (model, driver) = gpu.class();
+            Some((model, driver.to_owned()))
         })
         .flatten();
     let mut out = vec![];
     for _ in 0..n {
-        let Some(alloc) = place(state, job, free, &used, model.as_deref()) else { break };
+        let Some(alloc) = place(state, job, free, &used, class.as_ref()) else { break };
         used.extend(alloc.iter().map(|a| state.operator_of(&a.node)));
         out.push(alloc);
     }
@@ -202,17 +205,25 @@ fn place_replicas_after(
 }
 
 /// First fit over nodes in name order, skipping nodes of the operators in `excluded`; takes
-/// nothing from `free`. `model` overrides the GPU type the job asked for.
+/// nothing from `free`. With `class`, only GPUs of that `(model, driver major)` count.
 fn place(
     state: &ClusterState,
     job: &Job,
     free: &BTreeMap<&str, Free>,
     excluded: &BTreeSet<OperatorKey<'_>>,
-    model: Option<&str>,
+    class: Option<&(String, String)>,
 ) -> Option<Vec<NodeAlloc>> {
     let spec = &job.spec;
     let part = state.config.partition(&job.partition)?;
-    let gpu_type = model.or(spec.gpu_type.as_deref());
+    let gpu_type = spec.gpu_type.as_deref();
+    let of_class = |node: &chorus_core::node::Node, i: u32| {
+        class.is_none_or(|(model, driver)| {
+            node.resources.gpus.iter().any(|g| {
+                let (m, d) = g.class();
+                g.index == i && m == *model && d == driver
+            })
+        })
+    };
     let mut alloc = Vec::new();
     for (name, f) in free.iter() {
         if alloc.len() == spec.num_nodes() as usize {
@@ -232,7 +243,7 @@ fn place(
         );
         let gpus: Vec<u32> = node
             .gpus_of_type(gpu_type)
-            .filter(|g| f.gpus.contains(g))
+            .filter(|g| f.gpus.contains(g) && of_class(node, *g))
             .take(need.gpus as usize)
             .collect();
         if f.cpus >= need.cpus && f.mem_mb >= need.mem_mb && gpus.len() == need.gpus as usize {

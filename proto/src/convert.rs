@@ -238,6 +238,7 @@ impl TryFrom<pn::RegisterRequest> for NodeRegistration {
                         uuid: g.uuid,
                         model: g.model,
                         memory_mb: g.memory_mb,
+                        driver: g.driver,
                     })
                     .collect(),
             },

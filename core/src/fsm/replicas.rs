@@ -52,8 +52,8 @@ pub(super) fn more_fit(state: &ClusterState, job: &Job, p: &Placement) -> bool {
 }
 
 /// Each allocation fits, the operators of every replica (old and new) are distinct, and a
-/// GPU job verified exactly runs on one GPU model throughout (homogeneous redundancy: honest
-/// replicas on different hardware may differ in the last bit).
+/// GPU job verified exactly runs on one GPU class throughout, model and driver (homogeneous
+/// redundancy: honest replicas on different hardware may differ in the last bit).
 fn replicas_fit(state: &ClusterState, job: &Job, replicas: &[Vec<NodeAlloc>]) -> bool {
     let mut used: BTreeSet<OperatorKey<'_>> = job
         .replicas
@@ -73,21 +73,24 @@ fn replicas_fit(state: &ClusterState, job: &Job, replicas: &[Vec<NodeAlloc>]) ->
         used.extend(ops);
     }
     if job.verify == VerifySpec::Exact && job.is_replicated() && job.spec.gpus_per_node > 0 {
-        let mut models = job
+        let mut classes = job
             .replicas
             .iter()
             .flat_map(|r| r.alloc.iter())
             .chain(replicas.iter().flatten())
-            .flat_map(|a| gpu_models(state, a));
-        let Some(first) = models.next() else { return true };
-        return models.all(|m| m.eq_ignore_ascii_case(first));
+            .flat_map(|a| gpu_classes(state, a));
+        let Some(first) = classes.next() else { return true };
+        return classes.all(|c| c == first);
     }
     true
 }
 
-fn gpu_models<'a>(state: &'a ClusterState, a: &'a NodeAlloc) -> impl Iterator<Item = &'a str> {
+fn gpu_classes<'a>(
+    state: &'a ClusterState,
+    a: &'a NodeAlloc,
+) -> impl Iterator<Item = (String, &'a str)> {
     let gpus = state.nodes.get(&a.node).map(|n| n.resources.gpus.as_slice()).unwrap_or_default();
-    a.gpus.iter().filter_map(|i| gpus.iter().find(|g| g.index == *i).map(|g| g.model.as_str()))
+    a.gpus.iter().filter_map(|i| gpus.iter().find(|g| g.index == *i).map(|g| g.class()))
 }
 
 /// Starts replicas of `id` on the allocations (checked by the caller).

@@ -136,6 +136,7 @@ fn gpu_node(st: &mut ClusterState, name: &str, models: &[&str]) {
             uuid: format!("GPU-{name}-{i}"),
             model: (*m).into(),
             memory_mb: 1024,
+            driver: "535.104.05".into(),
         })
         .collect();
     let reg = NodeRegistration {
