@@ -70,6 +70,9 @@ pub struct ClusterOpts {
     pub replication: Option<String>,
     /// Extra arguments for every `ctld` (`chorus up --ctld-arg`).
     pub ctld_args: Vec<String>,
+    /// Stake `chorus up` bonds to each node under an operator of its own (`None`: its
+    /// default; `Some(0)`: none, nodes are left unbonded).
+    pub node_stake: Option<u64>,
 }
 
 impl Default for ClusterOpts {
@@ -89,6 +92,7 @@ impl Default for ClusterOpts {
             min_stake: 0,
             replication: None,
             ctld_args: vec![],
+            node_stake: None,
         }
     }
 }
@@ -133,6 +137,9 @@ impl Cluster {
         }
         for arg in &o.noded_args {
             cmd.arg(format!("--noded-arg={arg}"));
+        }
+        if let Some(s) = o.node_stake {
+            cmd.args(["--node-stake", &s.to_string()]);
         }
         if let Some(r) = &o.replication {
             cmd.args(["--replication", r]);

@@ -677,7 +677,8 @@ fn nix_is_root() -> bool {
 /// refused with the reason.
 #[test]
 fn a_node_gets_work_once_its_operator_bonds_the_minimum_stake() {
-    let c = Cluster::start(ClusterOpts { nodes: 1, min_stake: 100, ..Default::default() });
+    let opts = ClusterOpts { nodes: 1, min_stake: 100, node_stake: Some(0), ..Default::default() };
+    let c = Cluster::start(opts);
     let id = c.submit(&["--wrap", "echo staked"]).to_string();
     c.wait_field(&id, "Reason", "Resources", MIN);
     let text = |o: std::process::Output| {

@@ -115,7 +115,8 @@ struct UpArgs {
     /// by default for `sbatch --replicas=2` with one to spare for a dispute.
     #[arg(long, default_value_t = 3)]
     nodes: u32,
-    /// Credits each local operator deposits and bonds to its node (at least --min-stake).
+    /// Credits each local operator deposits and bonds to its node (at least --min-stake);
+    /// 0: nodes are left unbonded, to be bonded by hand (`chorus node register`).
     #[arg(long, default_value_t = 1000)]
     node_stake: u64,
     /// The partition's replication policy (ctld's --replication): `fixed:N` or
@@ -579,10 +580,13 @@ async fn bond_local_nodes(a: &UpArgs) -> anyhow::Result<()> {
     use pb::stake_request::Action;
     let mut ctl = Ctl::connect().await?;
     let (accounts, _) = accounts(&mut ctl).await?;
+    if a.node_stake == 0 {
+        return Ok(());
+    }
     let amount = a.node_stake.max(a.min_stake);
     for i in 1..=a.nodes {
         let (node, operator) = (format!("node{i}"), format!("op{i}"));
-        if accounts.node_operator.contains_key(&node) || amount == 0 {
+        if accounts.node_operator.contains_key(&node) {
             continue;
         }
         stake(&mut ctl, Action::Deposit, operator.clone(), String::new(), amount).await?;
