@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::identity::Token;
 use crate::job::{
     ExitStatus, Hold, Job, JobId, JobSpec, JobState, NodeAlloc, OutputFile, PendingReason,
     StopCause, Usage,
@@ -127,6 +128,26 @@ pub enum Command {
         amount: u64,
         now: u64,
     },
+    /// Records a token by the hash of its secret (an admin's command; the secret never
+    /// reaches the controllers before it is used).
+    IssueToken {
+        hash: [u8; 32],
+        token: Token,
+        now: u64,
+    },
+    /// Forgets the token whose id (hex of its hash's first bytes) starts with `id`.
+    RevokeToken {
+        id: String,
+        now: u64,
+    },
+    /// A node joining with a join token: binds its name to the token's operator and to its
+    /// key, both for good. The controller then issues the node's certificate.
+    JoinNode {
+        node: String,
+        token: [u8; 32],
+        public_key: [u8; 32],
+        now: u64,
+    },
 }
 
 /// A client's id for one submission, random (128 bits), reused when it retries.
@@ -151,7 +172,10 @@ impl Command {
             | Command::RegisterNodeChecked { now, .. }
             | Command::Deposit { now, .. }
             | Command::Bond { now, .. }
-            | Command::Unbond { now, .. } => *now,
+            | Command::Unbond { now, .. }
+            | Command::IssueToken { now, .. }
+            | Command::RevokeToken { now, .. }
+            | Command::JoinNode { now, .. } => *now,
         }
     }
 }
@@ -280,6 +304,8 @@ pub enum Rejected {
     Account(#[from] crate::accounts::AccountError),
     #[error("node {0} registered with another key")]
     KeyMismatch(String),
+    #[error("{0}")]
+    Identity(#[from] crate::identity::IdentityError),
 }
 
 /// Applies one committed command. Either changes the state as a whole or returns why not.
@@ -324,6 +350,20 @@ pub fn apply(state: &mut ClusterState, cmd: Command) -> Result<Applied, Rejected
         Command::Unbond { operator, node, amount, now } => {
             let delay = state.config.unbond_delay_secs;
             state.accounts.unbond_node(&operator, &node, amount, now, delay)?;
+            Ok(Applied::Nothing)
+        }
+        Command::IssueToken { hash, token, now } => {
+            state.identities.issue(hash, token, now)?;
+            Ok(Applied::Nothing)
+        }
+        Command::RevokeToken { id, now: _ } => {
+            state.identities.revoke(&id)?;
+            Ok(Applied::Nothing)
+        }
+        Command::JoinNode { node, token, public_key, now } => {
+            // A name that registered with a key before identities existed keeps that key.
+            let known = state.nodes.get(&node).and_then(|n| n.public_key);
+            state.identities.join(&node, public_key, &token, known, now)?;
             Ok(Applied::Nothing)
         }
     }

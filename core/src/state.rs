@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::accounts::Accounts;
 use crate::fsm::RequestId;
+use crate::identity::Identities;
 use crate::job::{Job, JobId, JobState};
 use crate::node::Node;
 use crate::slurm::dependency::{DepKind, Dependency, JobRef};
@@ -149,6 +150,8 @@ pub struct ClusterState {
     pub request_order: BTreeSet<(u64, RequestId)>,
     /// Operators' credits and stake (accounts.rs).
     pub accounts: Accounts,
+    /// Tokens (by hash) and the nodes that joined, with their operators (identity.rs).
+    pub identities: Identities,
 }
 
 /// Whether a job's dependency lets it start.
@@ -187,6 +190,7 @@ impl ClusterState {
             arrays: BTreeMap::new(),
             submitted: 0,
             accounts: Accounts::default(),
+            identities: Identities::default(),
             now: 0,
             requests: BTreeMap::new(),
             request_order: BTreeSet::new(),
