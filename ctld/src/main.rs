@@ -69,6 +69,14 @@ struct Args {
     /// Take a snapshot and compact the log every this many entries.
     #[arg(long, default_value_t = 20_000)]
     snapshot_every: u64,
+    /// The cluster CA's directory (`ca.crt`, `ca.key`; `chorus ca init DIR` makes one). Every
+    /// controller of a group has the same. Default: STATE_DIR/ca.
+    #[arg(long)]
+    ca_dir: Option<PathBuf>,
+    /// Another name or address clients reach this controller by, for its certificate (which
+    /// names its listening addresses, localhost and its host name already). Repeatable.
+    #[arg(long = "tls-san", value_name = "HOST")]
+    tls_sans: Vec<String>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -89,6 +97,8 @@ fn main() -> anyhow::Result<()> {
         id: a.id,
         founding,
         tick: Duration::from_millis(a.tick_ms.max(10)),
+        ca_dir: a.ca_dir.unwrap_or_else(|| a.state_dir.join("ca")),
+        tls_hosts: a.tls_sans,
         state_dir: a.state_dir,
         cluster: ClusterConfig {
             cluster_name: a.cluster_name,

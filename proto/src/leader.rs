@@ -60,8 +60,8 @@ pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     out
 }
 
-/// A failed call's status, rewritten when TLS is why: a certificate the other side refused
-/// is refused again wherever the call is retried, and its cause is what the user must read.
+/// A failed call's status, rewritten when TLS is why: a certificate one side refused is
+/// refused again wherever the call is retried, and its cause is what the user must read.
 /// Only transport failures are rewritten; a controller's own answer is kept.
 pub fn tls_refusal(s: Status) -> Status {
     if !matches!(s.code(), Code::Unavailable | Code::Unknown) {
@@ -71,9 +71,19 @@ pub fn tls_refusal(s: Status) -> Status {
         Some(src) => format!("{}: {}", s.message(), chain(src)),
         None => s.message().to_owned(),
     };
-    let lower = text.to_ascii_lowercase();
-    if ["certificate", "unknownca", "unknown ca"].iter().any(|w| lower.contains(w)) {
-        Status::unauthenticated(format!("certificate not accepted: {text}"))
+    if let Some(i) = text.find("received fatal alert") {
+        // The controller ended the handshake: it did not take our certificate.
+        Status::unauthenticated(format!(
+            "certificate not accepted by the controller ({}): a client certificate must come \
+             from this cluster's CA and be valid (`chorus user cert`)",
+            &text[i..]
+        ))
+    } else if let Some(i) = text.find("invalid peer certificate") {
+        Status::unauthenticated(format!(
+            "the controller's certificate is not from the cluster CA this client trusts ({}): \
+             check `ca` in the client configuration",
+            &text[i..]
+        ))
     } else {
         s
     }
@@ -235,7 +245,12 @@ mod tests {
         let s = tls_refusal(Status::unknown("transport error: received fatal alert: UnknownCA"));
         assert_eq!(s.code(), Code::Unauthenticated);
         assert!(s.message().starts_with("certificate not accepted"), "{}", s.message());
+        assert!(s.message().contains("UnknownCA"), "{}", s.message());
         assert!(!retryable(&s));
+        let theirs = tls_refusal(Status::unavailable("invalid peer certificate: UnknownIssuer"));
+        assert!(theirs.message().contains("check `ca`"), "{}", theirs.message());
+        let answer = tls_refusal(Status::unauthenticated("no credentials: ... certificate ..."));
+        assert!(answer.message().starts_with("no credentials"), "the controller's own answer");
         let plain = tls_refusal(Status::unavailable("connection refused"));
         assert_eq!(plain.code(), Code::Unavailable);
     }
