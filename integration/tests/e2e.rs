@@ -508,8 +508,21 @@ fn a_missing_configuration_or_a_dead_controller_is_a_clear_error() {
     assert!(stderr(&o).contains("cannot read the Chorus configuration"), "{}", stderr(&o));
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let conf = dir.path().join("dead.toml");
-    std::fs::write(&conf, format!("cluster_name = \"c\"\ncontrollers = [\"127.0.0.1:{port}\"]\n"))
-        .unwrap();
+    // Credentials of a CA of its own: nothing is wrong but that no controller answers.
+    let chorus = |args: &[&str]| {
+        let o = std::process::Command::new(bins.join("chorus")).args(args).output().unwrap();
+        assert!(o.status.success(), "chorus {args:?}: {}", stderr(&o));
+        stdout(&o)
+    };
+    let ca = dir.path().join("ca").display().to_string();
+    let out = dir.path().join("me").display().to_string();
+    chorus(&["ca", "init", &ca]);
+    let lines = chorus(&["user", "cert", "me", "--uid", "0", "--ca-dir", &ca, "--out", &out]);
+    std::fs::write(
+        &conf,
+        format!("cluster_name = \"c\"\ncontrollers = [\"127.0.0.1:{port}\"]\n{lines}"),
+    )
+    .unwrap();
     let o = run(&conf);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("Unable to contact slurm controller"), "{}", stderr(&o));
