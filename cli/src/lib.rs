@@ -1,9 +1,17 @@
 //! chorus-cli: Slurm's commands over Chorus, and `chorus` for operators.
 //!
 //! Every binary reads the client configuration named by `CHORUS_CONF` (as Slurm's commands
-//! read `SLURM_CONF`; default `/etc/chorus/chorus.toml`), talks gRPC to a controller, and
-//! prints what Slurm prints. The formatting is pure ([`format`]); this module holds the I/O.
+//! read `SLURM_CONF`; default `/etc/chorus/chorus.toml`), talks gRPC over TLS to a
+//! controller, and prints what Slurm prints. The formatting is pure ([`format`]); this module
+//! holds the I/O.
+//!
+//! ```text
+//!   chorus.toml: controllers, ca (the cluster CA), and cert + key or token_file
+//!     ──▶ Credentials: TLS trusting the CA only, showing the certificate, or a
+//!         `authorization: Bearer` header on every call ──▶ Ctl::call ──▶ the leader
+//! ```
 
+pub mod credentials;
 pub mod format;
 
 use std::path::{Path, PathBuf};
@@ -15,7 +23,10 @@ use chorus_core::state::ClusterConfig;
 use chorus_proto::client::{self as pb, client_client::ClientClient};
 use chorus_proto::leader::Controllers;
 use serde::{Deserialize, Serialize};
-use tonic::transport::Channel;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, ClientTlsConfig};
 use tonic::{Code, Status};
 
 /// The client configuration file.
@@ -26,6 +37,41 @@ pub struct ClientConf {
     /// that answers leads the client to the leader. `CHORUS_CONTROLLERS` (comma-separated)
     /// overrides it.
     pub controllers: Vec<String>,
+    /// The cluster CA's certificate: controllers are believed by it only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<PathBuf>,
+    /// A client certificate from the cluster CA (`chorus user cert`) and its key...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<PathBuf>,
+    /// ... or a file holding a token an administrator issued (`chorus user token`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
+    /// The file it was read from: relative paths above are relative to its directory.
+    #[serde(skip)]
+    pub source: PathBuf,
+}
+
+/// How a client shows who it is: TLS that trusts the cluster CA (with the client's
+/// certificate, if it has one), and a bearer token on every call otherwise.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub tls: ClientTlsConfig,
+    pub bearer: Bearer,
+}
+
+/// Adds `authorization: Bearer TOKEN` to every call, when there is a token.
+#[derive(Debug, Clone, Default)]
+pub struct Bearer(Option<MetadataValue<Ascii>>);
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
 }
 
 pub const DEFAULT_CONF: &str = "/etc/chorus/chorus.toml";
@@ -49,6 +95,7 @@ impl ClientConf {
         })?;
         let mut conf: ClientConf =
             toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        conf.source = path.to_owned();
         if let Ok(list) = std::env::var("CHORUS_CONTROLLERS") {
             conf.controllers = list
                 .split(',')
@@ -62,6 +109,62 @@ impl ClientConf {
         }
         Ok(conf)
     }
+
+    /// A path from the file, relative to the file's directory.
+    fn resolve(&self, p: &Path) -> PathBuf {
+        match self.source.parent() {
+            Some(dir) if !p.is_absolute() => dir.join(p),
+            _ => p.to_owned(),
+        }
+    }
+
+    fn read(&self, what: &str, p: &Path, private: bool) -> anyhow::Result<String> {
+        let path = self.resolve(p);
+        let r = if private {
+            chorus_proto::tls::read_private(&path)
+        } else {
+            chorus_proto::tls::read_public(&path)
+        };
+        r.map_err(|e| anyhow::anyhow!("{} ({what}): {e}", self.source.display()))
+    }
+
+    /// The credentials the file names. None at all is an error that says how to get some.
+    pub fn credentials(&self) -> anyhow::Result<Credentials> {
+        let shown = &self.source;
+        let Some(ca) = &self.ca else {
+            anyhow::bail!(
+                "{}: no `ca`: the cluster CA's certificate is needed to check the controllers \
+                 (`chorus up` writes one; ask your administrator for it)",
+                shown.display()
+            );
+        };
+        let ca = self.read("ca", ca, false)?;
+        match (&self.cert, &self.key, &self.token_file) {
+            (Some(cert), Some(key), _) => {
+                let cert = self.read("cert", cert, false)?;
+                let key = self.read("key", key, true)?;
+                let tls = chorus_proto::tls::client_tls(&ca, Some((&cert, &key)));
+                Ok(Credentials { tls, bearer: Bearer::default() })
+            }
+            (None, None, Some(token)) => {
+                let token = self.read("token_file", token, true)?;
+                let value = format!("Bearer {}", token.trim()).parse().map_err(|_| {
+                    anyhow::anyhow!("{}: token_file holds no token", shown.display())
+                })?;
+                let tls = chorus_proto::tls::client_tls(&ca, None);
+                Ok(Credentials { tls, bearer: Bearer(Some(value)) })
+            }
+            (Some(_), None, _) | (None, Some(_), _) => anyhow::bail!(
+                "{}: `cert` and `key` go together: give both, or neither",
+                shown.display()
+            ),
+            (None, None, None) => anyhow::bail!(
+                "{}: no credentials: set `cert` and `key` (a certificate from `chorus user cert`) \
+                 or `token_file` (a token from `chorus user token`); ask your administrator for either",
+                shown.display()
+            ),
+        }
+    }
 }
 
 /// How long a command keeps looking for a leader before it gives up (Slurm's default
@@ -73,9 +176,10 @@ pub const PATIENCE: Duration = Duration::from_secs(10);
 pub struct Ctl {
     pub controllers: Controllers,
     pub conf: ClientConf,
+    pub bearer: Bearer,
 }
 
-type Client = ClientClient<Channel>;
+type Client = ClientClient<InterceptedService<Channel, Bearer>>;
 
 /// `rpc!(ctl, method, request)`: calls `method` on the leader through [`Ctl::call`], with a
 /// clone of `request` for every attempt.
@@ -94,8 +198,18 @@ macro_rules! rpc {
 impl Ctl {
     /// Reads the configuration. Connections are made by the first call.
     pub async fn connect() -> anyhow::Result<Self> {
-        let conf = ClientConf::load()?;
-        Ok(Self { controllers: Controllers::new(&conf.controllers), conf })
+        Self::with_conf(ClientConf::load()?)
+    }
+
+    /// A client of the controllers `conf` lists, with its credentials.
+    pub fn with_conf(conf: ClientConf) -> anyhow::Result<Self> {
+        Self::at(&conf.controllers.clone(), conf)
+    }
+
+    /// A client of the controllers at `addrs`, with the credentials of `conf`.
+    pub fn at(addrs: &[String], conf: ClientConf) -> anyhow::Result<Self> {
+        let creds = conf.credentials()?;
+        Ok(Self { controllers: Controllers::new(addrs, creds.tls), conf, bearer: creds.bearer })
     }
 
     /// Calls the leader with `f`, following redirects and riding out elections.
@@ -105,9 +219,10 @@ impl Ctl {
         Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
     {
         let max = self.controllers.max_message();
+        let bearer = self.bearer.clone();
         self.controllers
             .call(PATIENCE, |ch| {
-                f(ClientClient::new(ch)
+                f(ClientClient::with_interceptor(ch, bearer.clone())
                     .max_decoding_message_size(max)
                     .max_encoding_message_size(max))
             })
@@ -177,24 +292,30 @@ impl Ctl {
 
 /// Asks every controller, directly and at once, what role it has: the configured ones and
 /// any other the answering ones list as members.
-pub async fn ping_all(conf: &ClientConf) -> Vec<format::controllers::Ping> {
-    async fn ask(addr: String) -> (String, Option<pb::ControllersReply>) {
-        let ep = match tonic::transport::Endpoint::from_shared(chorus_proto::leader::url(&addr)) {
-            Ok(ep) => ep.connect_timeout(Duration::from_secs(2)).timeout(Duration::from_secs(2)),
-            Err(_) => return (addr, None),
-        };
-        let reply = match ep.connect().await {
-            Ok(ch) => ClientClient::new(ch)
-                .controllers(pb::ControllersRequest {})
-                .await
-                .ok()
-                .map(tonic::Response::into_inner),
-            Err(_) => None,
-        };
-        (addr, reply)
-    }
+pub async fn ping_all(conf: &ClientConf) -> anyhow::Result<Vec<format::controllers::Ping>> {
+    let creds = conf.credentials()?;
+    let ask = move |addr: String| {
+        let creds = creds.clone();
+        async move {
+            let ep = match chorus_proto::tls::endpoint(&addr, &creds.tls) {
+                Ok(ep) => {
+                    ep.connect_timeout(Duration::from_secs(2)).timeout(Duration::from_secs(2))
+                }
+                Err(_) => return (addr, None),
+            };
+            let reply = match ep.connect().await {
+                Ok(ch) => ClientClient::with_interceptor(ch, creds.bearer)
+                    .controllers(pb::ControllersRequest {})
+                    .await
+                    .ok()
+                    .map(tonic::Response::into_inner),
+                Err(_) => None,
+            };
+            (addr, reply)
+        }
+    };
     let mut addrs = conf.controllers.clone();
-    let mut answers = futures_join(addrs.iter().cloned().map(ask)).await;
+    let mut answers = futures_join(addrs.iter().cloned().map(&ask)).await;
     // Members the configuration does not list (added later) are asked too.
     let extra: Vec<String> = answers
         .iter()
@@ -205,8 +326,8 @@ pub async fn ping_all(conf: &ClientConf) -> Vec<format::controllers::Ping> {
         .into_iter()
         .collect();
     addrs.extend(extra.iter().cloned());
-    answers.extend(futures_join(extra.into_iter().map(ask)).await);
-    answers
+    answers.extend(futures_join(extra.into_iter().map(&ask)).await);
+    Ok(answers
         .into_iter()
         .map(|(addr, r)| format::controllers::Ping {
             addr,
@@ -215,7 +336,7 @@ pub async fn ping_all(conf: &ClientConf) -> Vec<format::controllers::Ping> {
                 me.map_or_else(|| "follower".to_owned(), |c| c.role.clone())
             }),
         })
-        .collect()
+        .collect())
 }
 
 /// Runs futures concurrently and returns their outputs in order.

@@ -22,6 +22,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::identity::Token;
 use crate::job::{
     ExitStatus, Hold, Job, JobId, JobSpec, JobState, NodeAlloc, OutputFile, PendingReason,
     StopCause, Usage, Verdict,
@@ -146,6 +147,26 @@ pub enum Command {
         amount: u64,
         now: u64,
     },
+    /// Records a token by the hash of its secret (an admin's command; the secret never
+    /// reaches the controllers before it is used).
+    IssueToken {
+        hash: [u8; 32],
+        token: Token,
+        now: u64,
+    },
+    /// Forgets the token whose id (hex of its hash's first bytes) starts with `id`.
+    RevokeToken {
+        id: String,
+        now: u64,
+    },
+    /// A node joining with a join token: binds its name to the token's operator and to its
+    /// key, both for good. The controller then issues the node's certificate.
+    JoinNode {
+        node: String,
+        token: [u8; 32],
+        public_key: [u8; 32],
+        now: u64,
+    },
 }
 
 /// A client's id for one submission, random (128 bits), reused when it retries.
@@ -172,7 +193,10 @@ impl Command {
             | Command::Bond { now, .. }
             | Command::Unbond { now, .. }
             | Command::Verdict { now, .. }
-            | Command::CreditUser { now, .. } => *now,
+            | Command::CreditUser { now, .. }
+            | Command::IssueToken { now, .. }
+            | Command::RevokeToken { now, .. }
+            | Command::JoinNode { now, .. } => *now,
         }
     }
 }
@@ -345,6 +369,8 @@ pub enum Rejected {
         "Job violates accounting/QOS policy (job submit limit, user's size and/or time limits): user {0} has no credits for a priced partition"
     )]
     NoCredits(String),
+    #[error("{0}")]
+    Identity(#[from] crate::identity::IdentityError),
 }
 
 /// Applies one committed command. Either changes the state as a whole or returns why not.
@@ -383,6 +409,12 @@ pub fn apply(state: &mut ClusterState, cmd: Command) -> Result<Applied, Rejected
             Ok(Applied::Nothing)
         }
         Command::Bond { operator, node, amount, now } => {
+            // A node that joined is its join token's operator's, and only it bonds stake there:
+            // the books and the identities must name the same operator.
+            if let Some(owner) = state.identities.operator_of(&node).filter(|o| *o != operator) {
+                let (node, operator) = (node.clone(), owner.to_owned());
+                return Err(crate::accounts::AccountError::NodeTaken { node, operator }.into());
+            }
             state.accounts.bond_node(&operator, &node, amount, now)?;
             Ok(Applied::Nothing)
         }
@@ -396,6 +428,20 @@ pub fn apply(state: &mut ClusterState, cmd: Command) -> Result<Applied, Rejected
         }
         Command::CreditUser { user, amount, now: _ } => {
             state.accounts.credit_user(&user, amount)?;
+            Ok(Applied::Nothing)
+        }
+        Command::IssueToken { hash, token, now } => {
+            state.identities.issue(hash, token, now)?;
+            Ok(Applied::Nothing)
+        }
+        Command::RevokeToken { id, now: _ } => {
+            state.identities.revoke(&id)?;
+            Ok(Applied::Nothing)
+        }
+        Command::JoinNode { node, token, public_key, now } => {
+            // A name that registered with a key before identities existed keeps that key.
+            let known = state.nodes.get(&node).and_then(|n| n.public_key);
+            state.identities.join(&node, public_key, &token, known, now)?;
             Ok(Applied::Nothing)
         }
     }

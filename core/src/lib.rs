@@ -19,6 +19,7 @@
 pub mod accounts;
 pub mod attest;
 pub mod fsm;
+pub mod identity;
 pub mod job;
 pub mod launch;
 pub mod node;

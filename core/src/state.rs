@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::accounts::Accounts;
 use crate::fsm::RequestId;
+use crate::identity::Identities;
 use crate::job::{Job, JobId, JobState};
 use crate::node::Node;
 use crate::slurm::dependency::{DepKind, Dependency, JobRef};
@@ -177,6 +178,8 @@ pub struct ClusterState {
     pub request_order: BTreeSet<(u64, RequestId)>,
     /// Operators' credits and stake (accounts.rs).
     pub accounts: Accounts,
+    /// Tokens (by hash) and the nodes that joined, with their operators (identity.rs).
+    pub identities: Identities,
 }
 
 /// Whether a job's dependency lets it start.
@@ -198,8 +201,16 @@ pub enum OperatorKey<'a> {
 impl ClusterState {
     /// Who answers for `node` (see [`OperatorKey`]); a node the cluster does not know answers
     /// for nothing, and counts as one unbonded node with the others it does not know.
+    ///
+    /// The operator a node joined under (its join token's) answers for it; for a node that
+    /// joined before identities existed, the operator that bonded stake to it.
     pub fn operator_of(&self, node: &str) -> OperatorKey<'_> {
-        match self.accounts.node_operator.get(node) {
+        let op = self.identities.operator_of(node).or(self
+            .accounts
+            .node_operator
+            .get(node)
+            .map(String::as_str));
+        match op {
             Some(op) => OperatorKey::Operator(op),
             None => OperatorKey::Unbonded(self.nodes.get_key_value(node).map_or("", |(k, _)| k)),
         }
@@ -232,6 +243,7 @@ impl ClusterState {
             arrays: BTreeMap::new(),
             submitted: 0,
             accounts: Accounts::default(),
+            identities: Identities::default(),
             now: 0,
             requests: BTreeMap::new(),
             request_order: BTreeSet::new(),

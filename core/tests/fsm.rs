@@ -523,3 +523,50 @@ fn a_node_keeps_the_key_it_first_registered_with() {
     fsm::apply(&mut st, keyed(a, 3)).unwrap();
     assert_eq!(st.nodes["node1"].session, 3, "the node itself, restarted");
 }
+
+#[test]
+fn a_node_joins_with_a_live_join_token_once_and_for_good() {
+    use chorus_core::identity::{Grant, IdentityError, Token, token_hash, token_id};
+    let mut st = ClusterState::new(ClusterConfig::default());
+    let token = |op: &str, expires| Token {
+        grant: Grant::Join { operator: op.into() },
+        expires,
+        issued_by: "root".into(),
+        issued_at: 1,
+    };
+    let (t1, t2) = (token_hash("op1-secret"), token_hash("op2-secret"));
+    fsm::apply(&mut st, Command::IssueToken { hash: t1, token: token("op1", 100), now: 1 })
+        .unwrap();
+    fsm::apply(&mut st, Command::IssueToken { hash: t2, token: token("op2", 0), now: 1 }).unwrap();
+    let join = |node: &str, token, key, now| Command::JoinNode {
+        node: node.into(),
+        token,
+        public_key: [key; 32],
+        now,
+    };
+    assert_eq!(
+        fsm::apply(&mut st, join("node1", t1, 1, 100)),
+        Err(Rejected::Identity(IdentityError::UnknownToken)),
+        "expired when applied"
+    );
+    fsm::apply(&mut st, join("node1", t2, 1, 5)).unwrap();
+    assert_eq!(st.identities.operator_of("node1"), Some("op2"));
+    fsm::apply(&mut st, Command::RevokeToken { id: token_id(&t2), now: 6 }).unwrap();
+    assert_eq!(
+        fsm::apply(&mut st, join("node2", t2, 2, 7)),
+        Err(Rejected::Identity(IdentityError::UnknownToken)),
+        "revoked"
+    );
+    // A name that registered with a key before it joined keeps that key.
+    let Command::RegisterNode { mut reg, now } = reg("node3", vec![]) else { unreachable!() };
+    reg.public_key = Some([3; 32]);
+    fsm::apply(&mut st, Command::RegisterNode { reg, now }).unwrap();
+    fsm::apply(&mut st, Command::IssueToken { hash: t1, token: token("op1", 0), now: 200 })
+        .unwrap();
+    assert_eq!(
+        fsm::apply(&mut st, join("node3", t1, 4, 201)),
+        Err(Rejected::Identity(IdentityError::KeyMismatch("node3".into())))
+    );
+    fsm::apply(&mut st, join("node3", t1, 3, 202)).unwrap();
+    assert_eq!(st.identities.nodes["node3"].public_key, [3; 32]);
+}

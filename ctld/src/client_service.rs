@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chorus_core::fsm::{Applied, Command, JobUpdate};
+use chorus_core::identity::{self, Denied, Grant, Token, User};
 use chorus_core::job::{JobId, JobSpec};
 use chorus_core::node::NodeState;
 use chorus_core::plugin::{Scheduler, SubmitValidator};
@@ -19,6 +20,7 @@ use chorus_proto::{WireError, encode_bincode};
 use raft::StateRole;
 use tonic::{Request, Response, Status};
 
+use crate::auth::{caller, user};
 use crate::nodes::NodeHub;
 use crate::replica::{Membership, ProposeError, ReplicaHandle};
 use crate::storage::{Member, RaftStore, SledStorage};
@@ -31,6 +33,14 @@ pub struct ClientService {
     pub hub: Arc<NodeHub>,
     pub me: Member,
     pub clock: fn() -> u64,
+    /// Signs users' certificates (`IssueCertificate`).
+    pub ca: Arc<chorus_proto::tls::Ca>,
+    /// What this controller shows its peers when it asks one who it is (`controller add`).
+    pub peer_tls: tonic::transport::ClientTlsConfig,
+}
+
+fn denied(d: Denied) -> Status {
+    Status::permission_denied(d.to_string())
 }
 
 /// The gRPC status of a refused proposal or read. Everything a client may retry elsewhere is
@@ -80,13 +90,16 @@ impl Client for ClientService {
         &self,
         req: Request<pb::SubmitRequest>,
     ) -> Result<Response<pb::SubmitReply>, Status> {
+        let me = user(&req)?;
         leader_only(&self.replica)?;
         let req = req.into_inner();
-        let spec: JobSpec = req
+        let mut spec: JobSpec = req
             .spec
             .ok_or_else(|| Status::invalid_argument("missing spec"))?
             .try_into()
             .map_err(wire)?;
+        // A job runs as whoever submitted it: the credential says who, never the request.
+        (spec.user, spec.uid, spec.gid) = (me.name, me.uid, me.gid);
         let now = (self.clock)();
         self.replica.read(|st| {
             for v in &self.validators {
@@ -117,6 +130,7 @@ impl Client for ClientService {
     }
 
     async fn jobs(&self, req: Request<pb::JobsRequest>) -> Result<Response<pb::JobsReply>, Status> {
+        user(&req)?;
         let req = req.into_inner();
         fresh(&self.replica).await?;
         let (jobs, now) = self.replica.read(|st| {
@@ -144,8 +158,9 @@ impl Client for ClientService {
 
     async fn nodes(
         &self,
-        _req: Request<pb::NodesRequest>,
+        req: Request<pb::NodesRequest>,
     ) -> Result<Response<pb::NodesReply>, Status> {
+        user(&req)?;
         fresh(&self.replica).await?;
         let nodes = self.replica.read(|st| st.nodes.values().cloned().collect::<Vec<_>>());
         Ok(Response::new(pb::NodesReply { nodes: encode_bincode(&nodes), now: (self.clock)() }))
@@ -153,8 +168,9 @@ impl Client for ClientService {
 
     async fn cluster(
         &self,
-        _req: Request<pb::ClusterRequest>,
+        req: Request<pb::ClusterRequest>,
     ) -> Result<Response<pb::ClusterReply>, Status> {
+        user(&req)?;
         let config = self.replica.read(|st| st.config.clone());
         let role = if self.replica.is_leader() { "leader" } else { "follower" };
         Ok(Response::new(pb::ClusterReply {
@@ -169,15 +185,16 @@ impl Client for ClientService {
         &self,
         req: Request<pb::CancelRequest>,
     ) -> Result<Response<pb::ActionReply>, Status> {
+        let me = user(&req)?;
         leader_only(&self.replica)?;
         let req = req.into_inner();
         let jobs = self.expand_ids(&req.job_ids)?;
+        self.may_touch(&me, &jobs)?;
         if req.signal != 0 {
             // A signal alone changes no state: it goes straight to the nodes running the jobs.
             let targets = self.replica.read(|st| {
                 jobs.iter()
                     .filter_map(|id| st.jobs.get(id))
-                    .filter(|j| req.uid == 0 || j.spec.uid == req.uid)
                     .filter(|j| st.active.contains(&j.id))
                     .flat_map(|j| {
                         let running = j.replicas.iter().filter(|r| r.is_running());
@@ -195,7 +212,7 @@ impl Client for ClientService {
         let now = (self.clock)();
         let applied = self
             .replica
-            .propose(Command::Cancel { jobs, uid: req.uid, now }, vec![])
+            .propose(Command::Cancel { jobs, uid: cancel_uid(&me), now }, vec![])
             .await
             .map_err(|e| status_of(&self.replica, e))?;
         Ok(Response::new(pb::ActionReply { changed: changed(applied) }))
@@ -205,6 +222,7 @@ impl Client for ClientService {
         &self,
         req: Request<pb::ControlRequest>,
     ) -> Result<Response<pb::ActionReply>, Status> {
+        let me = user(&req)?;
         leader_only(&self.replica)?;
         let req = req.into_inner();
         let now = (self.clock)();
@@ -212,23 +230,18 @@ impl Client for ClientService {
             Action::try_from(req.action).map_err(|_| Status::invalid_argument("unknown action"))?;
         let cmd = match action {
             Action::Drain | Action::Resume => {
+                self.replica
+                    .read(|st| identity::may_set_node(&me, &req.node, &st.identities))
+                    .map_err(denied)?;
                 let state = if action == Action::Drain { NodeState::Drain } else { NodeState::Up };
                 let reason = (action == Action::Drain).then(|| req.reason.clone());
-                let user = if req.user.is_empty() { req.uid.to_string() } else { req.user.clone() };
-                Command::SetNodeState { node: req.node.clone(), state, reason, user, now }
+                Command::SetNodeState { node: req.node.clone(), state, reason, user: me.name, now }
             }
             _ => {
                 let jobs = self.expand_ids(&req.job_ids)?;
-                if req.uid != 0 {
-                    let foreign = self.replica.read(|st| {
-                        jobs.iter().any(|id| st.jobs.get(id).is_some_and(|j| j.spec.uid != req.uid))
-                    });
-                    if foreign {
-                        return Err(Status::permission_denied("Access/permission denied"));
-                    }
-                }
+                self.may_touch(&me, &jobs)?;
                 match action {
-                    Action::Hold => Command::Hold { jobs, admin: req.uid == 0, now },
+                    Action::Hold => Command::Hold { jobs, admin: me.is_admin(), now },
                     Action::Uhold => Command::Hold { jobs, admin: false, now },
                     Action::Release => Command::Release { jobs, now },
                     Action::Requeue => Command::Requeue { jobs, now },
@@ -248,12 +261,14 @@ impl Client for ClientService {
         &self,
         req: Request<pb::OutputRequest>,
     ) -> Result<Response<pb::OutputReply>, Status> {
+        let me = user(&req)?;
         let id = req.into_inner().job_id;
         fresh(&self.replica).await?;
         let job = self
             .replica
             .read(|st| st.jobs.get(&id).cloned())
             .ok_or_else(|| Status::not_found("Invalid job id specified"))?;
+        identity::may_touch_job(&me, &job).map_err(denied)?;
         if !job.state.is_terminal() {
             return Err(Status::failed_precondition(format!("job {id} has not finished")));
         }
@@ -270,8 +285,9 @@ impl Client for ClientService {
 
     async fn controllers(
         &self,
-        _req: Request<pb::ControllersRequest>,
+        req: Request<pb::ControllersRequest>,
     ) -> Result<Response<pb::ControllersReply>, Status> {
+        user(&req)?;
         Ok(Response::new(self.group()))
     }
 
@@ -280,6 +296,7 @@ impl Client for ClientService {
         req: Request<pb::StakeRequest>,
     ) -> Result<Response<pb::ActionReply>, Status> {
         use pb::stake_request::Action as Stake;
+        let me = user(&req)?;
         leader_only(&self.replica)?;
         let req = req.into_inner();
         let now = (self.clock)();
@@ -297,6 +314,12 @@ impl Client for ClientService {
             return Err(Status::invalid_argument("node: 1 to 64 printable characters"));
         }
         let (operator, node, amount) = (req.operator, req.node, req.amount);
+        if action == Stake::Deposit {
+            identity::admin_only(&me, "depositing credits")
+        } else {
+            self.replica.read(|st| identity::may_stake(&me, &operator, &node, &st.identities))
+        }
+        .map_err(denied)?;
         let cmd = match action {
             Stake::Deposit => Command::Deposit { operator, amount, now },
             Stake::Bond => Command::Bond { operator, node, amount, now },
@@ -309,8 +332,9 @@ impl Client for ClientService {
 
     async fn accounts(
         &self,
-        _req: Request<pb::AccountsRequest>,
+        req: Request<pb::AccountsRequest>,
     ) -> Result<Response<pb::AccountsReply>, Status> {
+        user(&req)?;
         fresh(&self.replica).await?;
         let (accounts, min_stake) =
             self.replica.read(|st| (st.accounts.clone(), st.config.min_stake));
@@ -325,6 +349,7 @@ impl Client for ClientService {
         &self,
         req: Request<pb::ChangeControllersRequest>,
     ) -> Result<Response<pb::ControllersReply>, Status> {
+        identity::admin_only(&user(&req)?, "changing the controller group").map_err(denied)?;
         leader_only(&self.replica)?;
         let req = req.into_inner();
         let change = match (req.add_peer_addr.is_empty(), req.remove_id) {
@@ -358,6 +383,82 @@ impl Client for ClientService {
         self.replica.change_membership(change).await.map_err(|e| status_of(&self.replica, e))?;
         Ok(Response::new(self.group()))
     }
+
+    async fn issue_token(
+        &self,
+        req: Request<pb::IssueTokenRequest>,
+    ) -> Result<Response<pb::IssueTokenReply>, Status> {
+        let me = user(&req)?;
+        identity::admin_only(&me, "issuing tokens").map_err(denied)?;
+        leader_only(&self.replica)?;
+        let req = req.into_inner();
+        let hash: [u8; 32] = req
+            .hash
+            .as_slice()
+            .try_into()
+            .map_err(|_| Status::invalid_argument("hash: 32 bytes expected"))?;
+        let grant = match (req.join_operator.is_empty(), req.user) {
+            (false, None) => Grant::Join { operator: req.join_operator },
+            (true, Some(u)) => Grant::User(User::try_from(u).map_err(wire)?),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "give either an operator to join nodes for or a user",
+                ));
+            }
+        };
+        let now = (self.clock)();
+        let expires = if req.ttl_secs == 0 { 0 } else { now.saturating_add(req.ttl_secs) };
+        let token = Token { grant, expires, issued_by: me.name, issued_at: now };
+        let cmd = Command::IssueToken { hash, token, now };
+        self.replica.propose(cmd, vec![]).await.map_err(|e| status_of(&self.replica, e))?;
+        Ok(Response::new(pb::IssueTokenReply { id: identity::token_id(&hash), expires }))
+    }
+
+    async fn revoke_token(
+        &self,
+        req: Request<pb::RevokeTokenRequest>,
+    ) -> Result<Response<pb::ActionReply>, Status> {
+        identity::admin_only(&user(&req)?, "revoking tokens").map_err(denied)?;
+        leader_only(&self.replica)?;
+        let cmd = Command::RevokeToken { id: req.into_inner().id, now: (self.clock)() };
+        self.replica.propose(cmd, vec![]).await.map_err(|e| status_of(&self.replica, e))?;
+        Ok(Response::new(pb::ActionReply { changed: vec![] }))
+    }
+
+    async fn issue_certificate(
+        &self,
+        req: Request<pb::IssueCertificateRequest>,
+    ) -> Result<Response<pb::IssueCertificateReply>, Status> {
+        identity::admin_only(&user(&req)?, "issuing certificates").map_err(denied)?;
+        serving(&self.replica)?;
+        let req = req.into_inner();
+        let who = User::try_from(req.user.unwrap_or_default()).map_err(wire)?;
+        let days = if req.days == 0 { chorus_proto::tls::LEAF_DAYS } else { req.days };
+        let certificate = self
+            .ca
+            .issue_user(&who, &req.public_key, days, (self.clock)())
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        tracing::info!(user = %who, days, "user certificate issued");
+        Ok(Response::new(pb::IssueCertificateReply {
+            certificate,
+            ca: self.ca.cert_pem().to_owned(),
+        }))
+    }
+
+    async fn who_am_i(
+        &self,
+        req: Request<pb::WhoAmIRequest>,
+    ) -> Result<Response<pb::WhoAmIReply>, Status> {
+        let me = user(&req)?;
+        let credential = caller(&req)?.credential.as_str().to_owned();
+        Ok(Response::new(pb::WhoAmIReply { user: Some((&me).into()), credential }))
+    }
+}
+
+/// The uid a cancellation is recorded with: an administrator's counts as root's, which the
+/// state machine lets cancel any job.
+fn cancel_uid(me: &User) -> u32 {
+    if me.is_admin() { 0 } else { me.uid }
 }
 
 impl ClientService {
@@ -398,12 +499,18 @@ impl ClientService {
 
     /// Asks the controller listening at `peer_addr` who it is, before proposing it.
     async fn identify(&self, peer_addr: &str) -> Result<Member, Status> {
+        use chorus_proto::leader::chain;
         use chorus_proto::peer::peer_client::PeerClient;
-        let ep = tonic::transport::Endpoint::from_shared(chorus_proto::leader::url(peer_addr))
-            .map_err(|e| Status::invalid_argument(format!("bad address {peer_addr}: {e}")))?
+        let ep = chorus_proto::tls::endpoint(peer_addr, &self.peer_tls)
+            .map_err(|e| {
+                Status::invalid_argument(format!("bad address {peer_addr}: {}", chain(&e)))
+            })?
             .connect_timeout(Duration::from_secs(3));
         let ch = ep.connect().await.map_err(|e| {
-            Status::failed_precondition(format!("no controller answers at {peer_addr}: {e}"))
+            Status::failed_precondition(format!(
+                "no controller answers at {peer_addr}: {}",
+                chain(&e)
+            ))
         })?;
         let who = PeerClient::new(ch)
             .identify(chorus_proto::peer::IdentifyRequest {})
@@ -429,6 +536,16 @@ impl ClientService {
             )));
         }
         Ok(Member { id: who.id, client_addr: who.client_addr, peer_addr: who.peer_addr })
+    }
+
+    /// Refuses unless `me` may touch every one of `jobs` (its own, or any for an admin).
+    fn may_touch(&self, me: &User, jobs: &[JobId]) -> Result<(), Status> {
+        self.replica.read(|st| {
+            jobs.iter()
+                .filter_map(|id| st.jobs.get(id))
+                .try_for_each(|j| identity::may_touch_job(me, j))
+                .map_err(denied)
+        })
     }
 
     /// Array ids name every task; unknown ids are refused before anything is proposed.

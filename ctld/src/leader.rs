@@ -35,8 +35,11 @@ pub async fn schedule_loop(
             continue;
         }
         let now = clock();
-        let plan = replica
-            .read(|st| if st.pending.is_empty() { None } else { Some(scheduler.plan(st, now)) });
+        // Pending jobs, and running jobs whose replicas disagreed (or were lost), need places.
+        let plan = replica.read(|st| {
+            let wanting = st.active.iter().any(|id| st.jobs[id].missing_replicas() > 0);
+            (!st.pending.is_empty() || wanting).then(|| scheduler.plan(st, now))
+        });
         let Some(plan) = plan else { continue };
         if plan.starts.is_empty() && plan.reasons.is_empty() {
             continue;

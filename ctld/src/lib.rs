@@ -4,13 +4,16 @@
 //!            ┌──────────── ctld ─────────────────────────────────────────────┐
 //!  clients ─▶│ ClientService ─┐                                              │
 //!  nodes   ─▶│ NodeApi ───────┼─▶ ReplicaHandle ─▶ replica thread (raft-rs)  │
+//!            │ (TLS; gates: auth.rs; JoinService issues node certificates)   │
 //!            │ leader loops ──┘    (propose)        sled log ─▶ fsm::apply   │
 //!            │   scheduler: state ─▶ Plan ─▶ propose ApplyPlan               │
 //!            │   liveness:  silent nodes ─▶ propose NodeDown                 │
 //!            └───────────────────────────────────────────────────────────────┘
 //! ```
 
+pub mod auth;
 pub mod client_service;
+pub mod join;
 pub mod leader;
 pub mod nodes;
 pub mod peer;

@@ -96,6 +96,14 @@ struct Args {
     /// process; set it only to replay a run).
     #[arg(long)]
     trust_seed: Option<u64>,
+    /// The cluster CA's directory (`ca.crt`, `ca.key`; `chorus ca init DIR` makes one). Every
+    /// controller of a group has the same. Default: STATE_DIR/ca.
+    #[arg(long)]
+    ca_dir: Option<PathBuf>,
+    /// Another name or address clients reach this controller by, for its certificate (which
+    /// names its listening addresses, localhost and its host name already). Repeatable.
+    #[arg(long = "tls-san", value_name = "HOST")]
+    tls_sans: Vec<String>,
 }
 
 /// A share from 0 to 1 in millionths (`0.1` → 100 000).
@@ -125,6 +133,8 @@ fn main() -> anyhow::Result<()> {
         founding,
         tick: Duration::from_millis(a.tick_ms.max(10)),
         trust_seed: a.trust_seed,
+        ca_dir: a.ca_dir.unwrap_or_else(|| a.state_dir.join("ca")),
+        tls_hosts: a.tls_sans,
         state_dir: a.state_dir,
         cluster: ClusterConfig {
             cluster_name: a.cluster_name,

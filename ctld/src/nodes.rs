@@ -15,6 +15,10 @@
 //!
 //! A registration carrying the agent's first health check proposes `RegisterNodeChecked`:
 //! registering and draining are one command, so no job lands on a node that started sick.
+//!
+//! Every call comes through the node gate (auth.rs): the caller is the node its certificate
+//! names, and a call naming another node (`name`, a report's `node`) is refused with
+//! PERMISSION_DENIED and logged, rate-limited ([`Refusals`]).
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -33,6 +37,7 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
+use crate::auth::{Refusals, caller};
 use crate::client_service::{fresh, leader_only, status_of};
 use crate::replica::ReplicaHandle;
 use crate::storage::{RaftStore, SledStorage};
@@ -49,34 +54,6 @@ pub struct NodeHub {
     /// `health_gap` is told to try again rather than filling the log.
     health_changed: Mutex<HashMap<String, Instant>>,
     health_gap: Duration,
-    /// Refused reports, logged at most once a second per node.
-    pub refusals: LogLimit,
-}
-
-/// Lets a log line a peer can trigger through at most once per `every` for each key (the
-/// node that triggers it), so a node sending garbage in a loop cannot flood the log.
-pub struct LogLimit {
-    every: Duration,
-    last: Mutex<HashMap<String, Instant>>,
-}
-
-impl LogLimit {
-    pub fn new(every: Duration) -> Self {
-        Self { every, last: Mutex::new(HashMap::new()) }
-    }
-
-    /// Whether a line for `key` may be logged now (and, if so, notes that it was).
-    pub fn allow(&self, key: &str) -> bool {
-        let mut last = self.last.lock().expect("lock");
-        let now = Instant::now();
-        match last.get(key) {
-            Some(t) if now.duration_since(*t) < self.every => false,
-            _ => {
-                last.insert(key.to_owned(), now);
-                true
-            }
-        }
-    }
 }
 
 /// The least time between two state changes a node's health reports may cause.
@@ -91,7 +68,6 @@ impl NodeHub {
             since: Mutex::new(Instant::now()),
             health_changed: Mutex::new(HashMap::new()),
             health_gap: HEALTH_CHANGE_GAP,
-            refusals: LogLimit::new(Duration::from_secs(1)),
         }
     }
 
@@ -156,6 +132,23 @@ pub struct NodeApi {
     pub store: SledStorage,
     pub hub: Arc<NodeHub>,
     pub clock: fn() -> u64,
+    pub refusals: Arc<Refusals>,
+}
+
+impl NodeApi {
+    /// Refuses (and logs, rate-limited) a call whose body speaks for a node other than the
+    /// one the caller's certificate names.
+    fn speaks_for<T>(&self, req: &Request<T>, claimed: &str) -> Result<(), Status> {
+        let principal = &caller(req)?.principal;
+        match principal {
+            chorus_core::identity::Principal::Node(me) if me == claimed => Ok(()),
+            other => {
+                let why = format!("{other} may speak only for itself, not for node {claimed}");
+                self.refusals.warn(&other.to_string(), &why);
+                Err(Status::permission_denied(why))
+            }
+        }
+    }
 }
 
 fn wire(e: WireError) -> Status {
@@ -170,10 +163,22 @@ impl NodeService for NodeApi {
         &self,
         req: Request<pn::RegisterRequest>,
     ) -> Result<Response<pn::RegisterReply>, Status> {
+        self.speaks_for(&req, &req.get_ref().name)?;
         leader_only(&self.replica)?;
         let (reg, health): chorus_proto::CheckedRegistration =
             req.into_inner().try_into().map_err(wire)?;
         let name = reg.name.clone();
+        // The key a node registers with is the one its certificate is for.
+        let joined = self.replica.read(|st| st.identities.nodes.get(&name).map(|j| j.public_key));
+        if let Some(k) = joined
+            && reg.public_key != Some(k)
+        {
+            self.refusals
+                .warn(&format!("node {name}"), "registered with a key it did not join with");
+            return Err(Status::permission_denied(format!(
+                "node {name} registers with a key its certificate is not for"
+            )));
+        }
         let (reg, now) = (Box::new(reg), (self.clock)());
         let cmd = match health {
             Some(health) => Command::RegisterNodeChecked { reg, health, now },
@@ -193,6 +198,7 @@ impl NodeService for NodeApi {
         &self,
         req: Request<pn::HeartbeatRequest>,
     ) -> Result<Response<pn::HeartbeatReply>, Status> {
+        self.speaks_for(&req, &req.get_ref().name)?;
         leader_only(&self.replica)?;
         let name = req.into_inner().name;
         let known =
@@ -207,10 +213,10 @@ impl NodeService for NodeApi {
         &self,
         req: Request<pn::HealthRequest>,
     ) -> Result<Response<pn::HealthReply>, Status> {
+        self.speaks_for(&req, &req.get_ref().name)?;
         leader_only(&self.replica)?;
         let r: chorus_proto::HealthReport = req.into_inner().try_into().map_err(wire)?;
-        // Only the node's current agent speaks for it: the session it registered with. Whether
-        // the name is its own awaits node identities (TLS, issue 6), as for every node call.
+        // Only the node's current agent speaks for it: the session it registered with.
         let change = self.replica.read(|st| match st.nodes.get(&r.node) {
             None => Err(None),
             Some(n) if n.state == NodeState::Down => Err(None),
@@ -249,6 +255,7 @@ impl NodeService for NodeApi {
         &self,
         req: Request<pn::AssignmentsRequest>,
     ) -> Result<Response<AssignStream>, Status> {
+        self.speaks_for(&req, &req.get_ref().name)?;
         leader_only(&self.replica)?;
         // A new leader may not have applied all that its predecessor committed (a job it
         // started, say): a set built from that state would tell the agent to stop the job.
@@ -306,6 +313,7 @@ impl NodeService for NodeApi {
         &self,
         req: Request<pn::JobReport>,
     ) -> Result<Response<pn::ReportReply>, Status> {
+        self.speaks_for(&req, &req.get_ref().node)?;
         leader_only(&self.replica)?;
         let (report, blobs): chorus_proto::ReportWithOutputs =
             req.into_inner().try_into().map_err(wire)?;
@@ -318,11 +326,8 @@ impl NodeService for NodeApi {
         {
             Ok(_) => Ok(Response::new(pn::ReportReply {})),
             // A stale or foreign report is refused for good: the node must not retry it.
-            // A node can send these as fast as it likes: the log line is rate-limited.
             Err(crate::replica::ProposeError::Rejected(r)) => {
-                if self.hub.refusals.allow(&node) {
-                    warn!(job, node = %node, reason = %r, "report refused");
-                }
+                self.refusals.warn(&format!("node {node}"), &format!("report for job {job}: {r}"));
                 Ok(Response::new(pn::ReportReply {}))
             }
             Err(e) => Err(status_of(&self.replica, e)),

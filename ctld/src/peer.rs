@@ -8,6 +8,10 @@
 //!   peer ──Deliver(batch)──▶ PeerService ──decode (controllers only)──▶ ReplicaHandle::step
 //! ```
 //!
+//! Both directions are mutual TLS with certificates from the cluster CA: a controller dials
+//! its peers with its own certificate, and the peer listener takes only connections that
+//! show one naming a controller (auth.rs, `GateKind::Peer`).
+//!
 //! Each peer has one task sending one batch at a time, so messages arrive in the order raft
 //! produced them. A batch that cannot be delivered is dropped: raft resends what matters.
 //! Raft messages are decoded only here, and only from peers (never from a node or a client):
@@ -23,7 +27,7 @@ use chorus_proto::peer::{self as pp};
 use protobuf::Message as _;
 use raft::eraftpb::{Message, MessageType};
 use tokio::sync::mpsc;
-use tonic::transport::Channel;
+use tonic::transport::{Channel, ClientTlsConfig};
 use tonic::{Request, Response, Status};
 use tracing::{debug, warn};
 
@@ -47,16 +51,19 @@ pub struct PeerTransport {
     learned: AddressBook,
     replica: Arc<OnceLock<ReplicaHandle>>,
     rt: tokio::runtime::Handle,
+    tls: ClientTlsConfig,
 }
 
 impl PeerTransport {
     /// `members` names every controller's peer address; `replica` is set once the replica is
-    /// started (the transport is handed to it, so it cannot exist before).
+    /// started (the transport is handed to it, so it cannot exist before); `tls` carries this
+    /// controller's certificate.
     pub fn new(
         me: Member,
         members: Members,
         learned: AddressBook,
         replica: Arc<OnceLock<ReplicaHandle>>,
+        tls: ClientTlsConfig,
     ) -> Self {
         Self {
             me,
@@ -65,6 +72,7 @@ impl PeerTransport {
             learned,
             replica,
             rt: tokio::runtime::Handle::current(),
+            tls,
         }
     }
 }
@@ -83,6 +91,7 @@ impl Transport for PeerTransport {
                     learned: Arc::clone(&self.learned),
                     replica: Arc::clone(&self.replica),
                     client: None,
+                    tls: self.tls.clone(),
                 };
                 self.rt.spawn(link.run(rx));
                 tx
@@ -100,6 +109,7 @@ struct Link {
     learned: AddressBook,
     replica: Arc<OnceLock<ReplicaHandle>>,
     client: Option<PeerClient<Channel>>,
+    tls: ClientTlsConfig,
 }
 
 impl Link {
@@ -167,7 +177,7 @@ impl Link {
             debug!(to = self.to, "no address known for this controller");
             return None;
         };
-        let ep = tonic::transport::Endpoint::from_shared(chorus_proto::leader::url(&addr))
+        let ep = chorus_proto::tls::endpoint(&addr, &self.tls)
             .ok()?
             .connect_timeout(Duration::from_secs(1))
             .tcp_nodelay(true);
@@ -180,7 +190,8 @@ impl Link {
                 Some(c)
             }
             Err(e) => {
-                debug!(to = self.to, %addr, error = %e, "controller unreachable");
+                let error = chorus_proto::leader::chain(&e);
+                debug!(to = self.to, %addr, %error, "controller unreachable");
                 None
             }
         }

@@ -1,5 +1,9 @@
 //! Assembles a controller: storage, replica, peer transport, services, leader loops. Takes
 //! its listeners and a shutdown future, so tests can bind `127.0.0.1:0`.
+//!
+//! Both listeners speak TLS only. At every start the controller issues itself a certificate
+//! from the cluster CA (`--ca-dir`) for the addresses it listens on: its server certificate
+//! on both listeners, and its client certificate towards its peers.
 
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
@@ -9,12 +13,17 @@ use chorus_core::ClusterState;
 use chorus_core::state::ClusterConfig;
 use chorus_proto::MAX_MESSAGE_BYTES;
 use chorus_proto::client::client_server::ClientServer;
+use chorus_proto::node::join_server::JoinServer;
 use chorus_proto::node::node_service_server::NodeServiceServer;
 use chorus_proto::peer::peer_server::PeerServer;
+use chorus_proto::tls::{Ca, ClientCerts, client_tls, server_tls};
 use tokio::net::TcpListener;
+use tonic::service::interceptor::InterceptedService;
 use tracing::info;
 
+use crate::auth::{Gate, GateKind, Refusals};
 use crate::client_service::ClientService;
+use crate::join::JoinService;
 use crate::leader;
 use crate::nodes::{NodeApi, NodeHub};
 use crate::peer::{MAX_PEER_MESSAGE_BYTES, PeerService, PeerTransport};
@@ -47,6 +56,31 @@ pub struct CtldConfig {
     /// The secret of adaptive replication's coin; `None`: a random one for this process (only
     /// the leader draws it, and the state machine checks only that the quorum is allowed).
     pub trust_seed: Option<u64>,
+    /// The cluster CA (`ca.crt`, `ca.key`), the same for every controller of the group.
+    pub ca_dir: PathBuf,
+    /// Names and addresses clients reach this controller by, beyond those it listens on,
+    /// `localhost` and its host name (its certificate names them all).
+    pub tls_hosts: Vec<String>,
+}
+
+/// What this controller's certificate names: the hosts it listens on (unless unspecified),
+/// loopback, its host name, and `extra`.
+pub fn certificate_hosts(me: &Member, extra: &[String]) -> Vec<String> {
+    let host = |addr: &str| -> Option<String> {
+        let a: std::net::SocketAddr = addr.parse().ok()?;
+        (!a.ip().is_unspecified()).then(|| a.ip().to_string())
+    };
+    let mut hosts: Vec<String> =
+        [&me.client_addr, &me.peer_addr].iter().filter_map(|a| host(a)).collect();
+    hosts.extend(["127.0.0.1", "::1", "localhost"].map(String::from));
+    if let Ok(h) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+        hosts.push(h.trim().to_owned());
+    }
+    hosts.extend(extra.iter().cloned());
+    hosts.retain(|h| !h.is_empty());
+    let mut seen = std::collections::BTreeSet::new();
+    hosts.retain(|h| seen.insert(h.clone()));
+    hosts
 }
 
 /// The two listeners of a controller: clients and nodes on one, peers on the other.
@@ -61,12 +95,16 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(&cfg.state_dir)?;
+    let ca = Arc::new(Ca::load(&cfg.ca_dir)?);
     let store = SledStorage::open(&cfg.state_dir.join("raft"))?;
     let me = Member {
         id: cfg.id,
         client_addr: listeners.client.local_addr()?.to_string(),
         peer_addr: listeners.peer.local_addr()?.to_string(),
     };
+    let mine =
+        ca.issue_controller(me.id, &certificate_hosts(&me, &cfg.tls_hosts), crate::wall_clock())?;
+    let peer_tls = client_tls(ca.cert_pem(), Some((&mine.cert_pem, &mine.key_pem)));
     let founders = match &cfg.founding {
         Founding::Alone => vec![me.clone()],
         Founding::Founders(f) => {
@@ -89,6 +127,7 @@ pub async fn serve(
         Arc::new(move || members_of.members().unwrap_or_default()),
         Arc::clone(&learned),
         Arc::clone(&cell),
+        peer_tls.clone(),
     );
     let incarnation = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -117,14 +156,21 @@ pub async fn serve(
         cluster_name: cfg.cluster.cluster_name.clone(),
         learned,
     };
+    let ca_pem = ca.cert_pem().to_owned();
+    let refusals = Arc::new(Refusals::default());
+    let clock: fn() -> u64 = crate::wall_clock;
+    let gate =
+        |kind| Gate { kind, replica: replica.clone(), refusals: Arc::clone(&refusals), clock };
     let (peer_stop, peer_stopped) = tokio::sync::oneshot::channel::<()>();
     let peer_server = tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(
+            .tls_config(server_tls(&ca_pem, &mine, ClientCerts::Required))?
+            .add_service(InterceptedService::new(
                 PeerServer::new(peer_service)
                     .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
                     .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES),
-            )
+                gate(GateKind::Peer),
+            ))
             .serve_with_incoming_shutdown(
                 tonic::transport::server::TcpIncoming::from(listeners.peer)
                     .with_nodelay(Some(true)),
@@ -152,7 +198,6 @@ pub async fn serve(
     let validators = chorus_plugins::submit_chain(chorus_plugins::DEFAULT_SUBMIT_CHAIN)
         .map_err(anyhow::Error::msg)?;
     let hub = Arc::new(NodeHub::new());
-    let clock: fn() -> u64 = crate::wall_clock;
 
     tokio::spawn(leader::schedule_loop(
         replica.clone(),
@@ -172,20 +217,28 @@ pub async fn serve(
         hub: Arc::clone(&hub),
         me: me.clone(),
         clock,
+        ca: Arc::clone(&ca),
+        peer_tls,
     };
-    let nodes = NodeApi { replica, store, hub, clock };
+    let join = JoinService { replica: replica.clone(), ca, refusals: Arc::clone(&refusals), clock };
+    let nodes =
+        NodeApi { replica: replica.clone(), store, hub, clock, refusals: Arc::clone(&refusals) };
     info!(id = me.id, client = %me.client_addr, peer = %me.peer_addr, "ctld serving");
     let served = tonic::transport::Server::builder()
-        .add_service(
+        .tls_config(server_tls(&ca_pem, &mine, ClientCerts::Optional))?
+        .add_service(InterceptedService::new(
             ClientServer::new(client)
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
-        )
-        .add_service(
+            gate(GateKind::Client),
+        ))
+        .add_service(InterceptedService::new(
             NodeServiceServer::new(nodes)
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
-        )
+            gate(GateKind::Node),
+        ))
+        .add_service(JoinServer::new(join).max_decoding_message_size(64 * 1024))
         // No Nagle: a reply's trailers must not wait for the client's delayed ACK (40 ms).
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(listeners.client).with_nodelay(Some(true)),

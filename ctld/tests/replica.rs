@@ -267,7 +267,9 @@ async fn a_new_leader_marks_no_node_down_before_a_full_timeout() {
 async fn a_health_report_drains_and_resumes_its_own_node_only() {
     use std::sync::Arc;
 
+    use chorus_core::identity::Principal;
     use chorus_core::node::NodeState;
+    use chorus_ctld::auth::{Caller, Credential};
     use chorus_ctld::nodes::{NodeApi, NodeHub};
     use chorus_proto::node::{self as pn, node_service_server::NodeService};
     use tonic::{Code, Request};
@@ -281,14 +283,17 @@ async fn a_health_report_drains_and_resumes_its_own_node_only() {
         store: store.clone(),
         hub: Arc::new(NodeHub::with_health_gap(gap)),
         clock: || 5,
+        refusals: Arc::default(),
     };
     let api_slow = api(std::time::Duration::from_secs(3600));
+    // Each report comes from the node it names, as its certificate would say (auth.rs).
     let report = |name: &str, session, problem: &str| {
-        Request::new(pn::HealthRequest {
+        let req = Request::new(pn::HealthRequest {
             name: name.into(),
             session,
             health: Some(pn::Health { problem: problem.into() }),
-        })
+        });
+        Caller::attach(req, Principal::Node(name.into()), Credential::Certificate)
     };
     let node = || h.read(|st| st.nodes["node1"].clone());
 
@@ -296,6 +301,14 @@ async fn a_health_report_drains_and_resumes_its_own_node_only() {
     assert_eq!(e.code(), Code::FailedPrecondition, "another agent process: {e:?}");
     let e = api_slow.health(report("node1", 1, "two\nlines")).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
+    assert_eq!(node().state, NodeState::Up);
+    let as_node2 = Caller::attach(
+        Request::new(report("node1", 1, "ib0 down").into_inner()),
+        Principal::Node("node2".into()),
+        Credential::Certificate,
+    );
+    let e = api_slow.health(as_node2).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "node2 speaking for node1: {e:?}");
     assert_eq!(node().state, NodeState::Up);
     let r = api_slow.health(report("node9", 1, "")).await.unwrap().into_inner();
     assert!(!r.known, "an unknown node is told so");

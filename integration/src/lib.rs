@@ -164,6 +164,68 @@ impl Cluster {
         Self { dir, conf, child, bins }
     }
 
+    /// The cluster CA's directory (`ca.crt`, `ca.key`), as `chorus up` made it.
+    pub fn ca_dir(&self) -> PathBuf {
+        self.dir.path().join("state/ca")
+    }
+
+    /// `(id, client address, peer address)` of each controller, as `chorus up` chose them.
+    pub fn controllers(&self) -> Vec<(u64, String, String)> {
+        let text = std::fs::read_to_string(self.dir.path().join("state/controllers"))
+            .expect("chorus up lists its controllers");
+        text.lines()
+            .filter_map(|l| {
+                let mut f = l.split_whitespace();
+                Some((f.next()?.parse().ok()?, f.next()?.to_owned(), f.next()?.to_owned()))
+            })
+            .collect()
+    }
+
+    /// A node agent's state directory (its key and certificate are under `keys/`).
+    pub fn node_dir(&self, node: &str) -> PathBuf {
+        self.dir.path().join("state/noded").join(node)
+    }
+
+    /// A client configuration for user `name` (uid `uid`) with a certificate the
+    /// administrator issues through the controller; `role` adds `--admin` or
+    /// `--operator OP`. Returns the configuration's path (for [`Cluster::run_as`]).
+    pub fn user_conf(&self, name: &str, uid: u32, role: &[&str]) -> PathBuf {
+        let dir = self.dir.path().join("users");
+        let uid = uid.to_string();
+        let mut args = vec!["user", "cert", name, "--uid", &uid];
+        args.extend_from_slice(role);
+        let out = dir.join(name).display().to_string();
+        args.extend(["--out", &out]);
+        let o = self.run("chorus", &args);
+        assert!(o.status.success(), "chorus {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        self.conf_with(&format!("{name}.toml"), &String::from_utf8_lossy(&o.stdout))
+    }
+
+    /// This cluster's client configuration with its credential lines replaced by `lines`.
+    pub fn conf_with(&self, file: &str, lines: &str) -> PathBuf {
+        let base = std::fs::read_to_string(&self.conf).expect("chorus.toml");
+        let kept: String = base
+            .lines()
+            .filter(|l| {
+                !["ca", "cert", "key", "token_file"]
+                    .iter()
+                    .any(|k| l.starts_with(&format!("{k} =")))
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let dir = self.dir.path().join("users");
+        std::fs::create_dir_all(&dir).expect("users dir");
+        let path = dir.join(file);
+        std::fs::write(&path, format!("{kept}{lines}")).expect("write conf");
+        path
+    }
+
+    /// Runs a CLI binary as the user of the client configuration `conf`.
+    pub fn run_as(&self, conf: &Path, prog: &str, args: &[&str]) -> Output {
+        let conf = conf.to_str().expect("a UTF-8 path");
+        self.run_with(&self.work(), prog, args, &[("CHORUS_CONF", conf)])
+    }
+
     /// A directory for a test's scripts and outputs (the submit directory).
     pub fn work(&self) -> PathBuf {
         let p = self.dir.path().join("work");

@@ -201,8 +201,13 @@ fn acknowledged_jobs_survive_kill_9_of_the_controller() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let addr = format!("127.0.0.1:{port}");
     let conf = dir.path().join("chorus.toml");
-    std::fs::write(&conf, format!("cluster_name = \"chorus\"\ncontrollers = [\"{addr}\"]\n"))
-        .unwrap();
+    // The CA where ctld looks by default (STATE_DIR/ca), and an administrator's certificate.
+    let lines = admin_credentials(&dir.path().join("ctld/ca"), dir.path());
+    std::fs::write(
+        &conf,
+        format!("cluster_name = \"chorus\"\ncontrollers = [\"{addr}\"]\n{lines}"),
+    )
+    .unwrap();
     let start_ctld = || {
         Command::new(bins.join("ctld"))
             .args([
@@ -270,6 +275,20 @@ fn acknowledged_jobs_survive_kill_9_of_the_controller() {
     }
     ctld.0.kill().unwrap();
     ctld.0.wait().unwrap();
+}
+
+/// Makes a CA in `ca` (`chorus ca init`) and an administrator's certificate from it in
+/// `out`; returns the client configuration lines that use them.
+fn admin_credentials(ca: &Path, out: &Path) -> String {
+    let bins = chorus_integration::require_binaries();
+    let chorus = |args: &[&str]| {
+        let o = std::process::Command::new(bins.join("chorus")).args(args).output().unwrap();
+        assert!(o.status.success(), "chorus {args:?}: {}", stderr(&o));
+        stdout(&o)
+    };
+    let (ca, out) = (ca.display().to_string(), out.join("admin").display().to_string());
+    chorus(&["ca", "init", &ca]);
+    chorus(&["user", "cert", "admin", "--uid", "0", "--admin", "--ca-dir", &ca, "--out", &out])
 }
 
 /// A controller started by a test, killed even when the test fails half-way.
@@ -508,8 +527,13 @@ fn a_missing_configuration_or_a_dead_controller_is_a_clear_error() {
     assert!(stderr(&o).contains("cannot read the Chorus configuration"), "{}", stderr(&o));
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let conf = dir.path().join("dead.toml");
-    std::fs::write(&conf, format!("cluster_name = \"c\"\ncontrollers = [\"127.0.0.1:{port}\"]\n"))
-        .unwrap();
+    // Credentials of a CA of its own: nothing is wrong but that no controller answers.
+    let lines = admin_credentials(&dir.path().join("ca"), dir.path());
+    std::fs::write(
+        &conf,
+        format!("cluster_name = \"c\"\ncontrollers = [\"127.0.0.1:{port}\"]\n{lines}"),
+    )
+    .unwrap();
     let o = run(&conf);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("Unable to contact slurm controller"), "{}", stderr(&o));

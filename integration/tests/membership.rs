@@ -59,6 +59,9 @@ fn a_controller_joins_from_a_snapshot_and_controllers_leave() {
             .args(["--id", "4", "--join", "--listen", &client, "--peer-listen", &peer])
             .arg("--state-dir")
             .arg(&state)
+            // The group's CA: a controller joining is given the same one.
+            .arg("--ca-dir")
+            .arg(c.ca_dir())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -41,6 +41,8 @@ pub struct AgentConfig {
     pub health: HealthConfig,
     /// The node's ed25519 secret seed (identity.rs).
     pub key: [u8; 32],
+    /// The cluster CA and the node's certificate (join.rs): every call is mutual TLS.
+    pub tls: tonic::transport::ClientTlsConfig,
 }
 
 type Key = (u32, u32);
@@ -126,7 +128,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl std::future::Future<Output = (
     let reporter = {
         let cfg = Arc::clone(&cfg);
         tokio::spawn(async move {
-            let mut ctl = Controllers::new(&cfg.controllers);
+            let mut ctl = Controllers::new(&cfg.controllers, cfg.tls.clone());
             while let Some(f) = done_rx.recv().await {
                 let mut req = report(&cfg.name, &f, &cfg.key);
                 loop {
@@ -153,7 +155,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl std::future::Future<Output = (
     };
 
     let session = async {
-        let mut ctl = Controllers::new(&cfg.controllers);
+        let mut ctl = Controllers::new(&cfg.controllers, cfg.tls.clone());
         loop {
             // Jobs that ended here but whose report has not been taken yet are still ours:
             // listing them keeps the controller from declaring them lost.
@@ -236,7 +238,7 @@ async fn health_loop(
     latest: Arc<Mutex<Health>>,
     session: u64,
 ) {
-    let mut ctl = Controllers::new(&cfg.controllers);
+    let mut ctl = Controllers::new(&cfg.controllers, cfg.tls.clone());
     let interval = cfg.health.interval;
     loop {
         tokio::time::sleep(interval).await;

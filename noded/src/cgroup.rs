@@ -329,11 +329,19 @@ pub fn probe(cfg: &CgroupConfig) -> Result<String, CgroupError> {
 
 /// Removes `cfg.parent` (a node's or a test's) where it is empty, innermost first: `a/b/c`
 /// removes `a/b/c`, then `a/b`, then `a`, stopping at the first that is busy.
+///
+/// Each directory is removed with a plain rmdir, which fails on a group that still has
+/// children. cgroups-rs's `delete` would instead remove every empty group below first, and
+/// the parents above a node's are shared: a node stopping took with it another cluster's
+/// job group created a moment before its first task joined (found by the e2e suite).
 pub fn remove_empty(cfg: &CgroupConfig) {
     let mut p = cfg.parent.clone();
     loop {
         let cg = Cgroup::load(Tree::of(cfg).boxed(), &p);
-        if cg.delete().is_err() {
+        let dirs: Vec<PathBuf> =
+            cg.subsystems().iter().map(|s| s.to_controller().path().to_owned()).collect();
+        let removed = dirs.iter().filter(|d| d.exists()).all(|d| std::fs::remove_dir(d).is_ok());
+        if !removed {
             return;
         }
         match p.rsplit_once('/') {

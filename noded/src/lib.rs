@@ -1,6 +1,8 @@
 //! chorus-noded: the node agent.
 //!
 //! ```text
+//!   join (join.rs): keys/node.crt, or a join token ──▶ Join ──▶ the node's certificate,
+//!                   shown on every call below (mutual TLS)
 //!   inventory (OS, NVML or stand-in GPUs) ──▶ Register ──▶ ctld
 //!   health checks (health.rs) at start ───▶ carried by Register (a sick node registers drained)
 //!   health checks every interval ─────────▶ Health ──▶ ctld drains / resumes the node
@@ -20,6 +22,7 @@ pub mod health;
 pub mod identity;
 pub mod inventory;
 pub mod isolation;
+pub mod join;
 pub mod oci;
 pub mod runner;
 pub mod stepd;

@@ -24,6 +24,17 @@ struct Args {
     /// leader). `CHORUS_CONTROLLERS` is used when this is not given.
     #[arg(long, alias = "controller", value_delimiter = ',')]
     controllers: Vec<String>,
+    /// The cluster CA's certificate: the controllers are believed by it only.
+    #[arg(long, default_value = "/etc/chorus/ca.crt")]
+    ca: PathBuf,
+    /// A join token from an administrator (`chorus operator token OPERATOR`), needed until the
+    /// node has a certificate (kept in STATE_DIR/keys/node.crt). Prefer --join-token-file:
+    /// a command line is visible to every local user.
+    #[arg(long, conflicts_with = "join_token_file")]
+    join_token: Option<String>,
+    /// A file holding the join token (readable by its owner only).
+    #[arg(long)]
+    join_token_file: Option<PathBuf>,
     /// Where scripts are staged and jobs without a shared working directory run.
     #[arg(long, default_value = "/var/lib/chorus/noded")]
     state_dir: PathBuf,
@@ -208,6 +219,26 @@ fn main() -> anyhow::Result<()> {
     };
     let cgroup_parent = cgroups.clone();
     let key = chorus_noded::identity::load_or_create(&a.state_dir).map_err(anyhow::Error::msg)?;
+    let ca_pem = chorus_proto::tls::read_public(&a.ca)
+        .map_err(|e| anyhow::anyhow!("the cluster CA's certificate (--ca): {e}"))?;
+    let token = match (&a.join_token, &a.join_token_file) {
+        (Some(t), _) => Some(t.clone()),
+        (None, Some(f)) => Some(chorus_proto::tls::read_private(f)?),
+        (None, None) => None,
+    };
+    let join = chorus_noded::join::JoinConfig {
+        name: name.clone(),
+        state_dir: a.state_dir.clone(),
+        seed: key,
+        ca_pem: ca_pem.clone(),
+        controllers: controllers.clone(),
+        token,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+    let cert = rt.block_on(chorus_noded::join::certificate(&join, now))?;
+    let key_pem = chorus_proto::tls::ed25519_key_pem(&key)?;
+    let tls = chorus_proto::tls::client_tls(&ca_pem, Some((&cert, &key_pem)));
     let cfg = AgentConfig {
         runner: RunnerConfig {
             cgroups,
@@ -219,6 +250,7 @@ fn main() -> anyhow::Result<()> {
         },
         health,
         key,
+        tls,
         name,
         controllers,
         cpus: a.node_cpus.unwrap_or_else(inventory::os_cpus),
@@ -226,7 +258,6 @@ fn main() -> anyhow::Result<()> {
         gpus,
         heartbeat: Duration::from_secs(a.heartbeat.max(1)),
     };
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(run(cfg, async {
         use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");

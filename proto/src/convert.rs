@@ -2,6 +2,7 @@
 
 use chorus_core::attest::result_digest;
 use chorus_core::fsm::{EndCause, JobReport, NodeRegistration};
+use chorus_core::identity::{Role, User, check_name};
 use chorus_core::job::{ExitStatus, GpuUsage, JobSpec, MemRequest, OutputFile, Usage};
 use chorus_core::launch::LaunchSpec;
 use chorus_core::node::{GpuInfo, Health, NodeResources, check_health_problem};
@@ -517,6 +518,36 @@ pub fn decode_bincode<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, Wir
         .map_err(|e| bad("bincode", e))
 }
 
+impl TryFrom<pb::UserIdentity> for User {
+    type Error = WireError;
+
+    fn try_from(p: pb::UserIdentity) -> Result<Self, WireError> {
+        check_name("user", &p.name).map_err(|e| bad("user.name", e))?;
+        let role = match (p.admin, p.operator.is_empty()) {
+            (true, true) => Role::Admin,
+            (false, true) => Role::User,
+            (false, false) => {
+                check_name("operator", &p.operator).map_err(|e| bad("user.operator", e))?;
+                Role::Operator(p.operator)
+            }
+            (true, false) => return Err(bad("user", "an administrator acts for no one operator")),
+        };
+        Ok(User { name: p.name, uid: p.uid, gid: p.gid, role })
+    }
+}
+
+impl From<&User> for pb::UserIdentity {
+    fn from(u: &User) -> Self {
+        pb::UserIdentity {
+            name: u.name.clone(),
+            uid: u.uid,
+            gid: u.gid,
+            admin: u.is_admin(),
+            operator: u.operator().unwrap_or_default().to_owned(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use prost::Message;
@@ -651,6 +682,25 @@ mod tests {
             r.usage,
             Usage { max_rss_kb: 208, user_cpu_ms: 1500, sys_cpu_ms: 20, gpu: Some(g) }
         );
+    }
+
+    #[test]
+    fn a_user_identity_names_one_role_at_most() {
+        let p = |admin, operator: &str| pb::UserIdentity {
+            name: "alice".into(),
+            uid: 7,
+            gid: 8,
+            admin,
+            operator: operator.into(),
+        };
+        let role = |admin, op| User::try_from(p(admin, op)).map(|u| u.role).map_err(|e| e.field);
+        assert_eq!(role(false, ""), Ok(Role::User));
+        assert_eq!(role(true, ""), Ok(Role::Admin));
+        assert_eq!(role(false, "op1"), Ok(Role::Operator("op1".into())));
+        assert_eq!(role(true, "op1"), Err("user"));
+        assert_eq!(role(false, "op 1"), Err("user.operator"));
+        let u = User::try_from(p(false, "op1")).unwrap();
+        assert_eq!(pb::UserIdentity::from(&u), p(false, "op1"));
     }
 
     #[test]

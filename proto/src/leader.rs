@@ -15,8 +15,10 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig};
 use tonic::{Code, Status};
+
+use crate::tls::https;
 
 /// Metadata key of a follower's refusal: the leader's client address.
 pub const LEADER_HEADER: &str = "chorus-leader";
@@ -43,9 +45,48 @@ pub fn leader_hint(s: &Status) -> Option<String> {
     s.metadata().get(LEADER_HEADER)?.to_str().ok().map(str::to_owned)
 }
 
-/// `host:port` → `http://host:port`; full URLs are kept.
-pub fn url(addr: &str) -> String {
-    if addr.contains("://") { addr.to_owned() } else { format!("http://{addr}") }
+/// An error and every error it came from, in one line: TLS failures hide under "transport
+/// error".
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(s) = next {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out = format!("{out}: {text}");
+        }
+        next = s.source();
+    }
+    out
+}
+
+/// A failed call's status, rewritten when TLS is why: a certificate one side refused is
+/// refused again wherever the call is retried, and its cause is what the user must read.
+/// Only transport failures are rewritten; a controller's own answer is kept.
+pub fn tls_refusal(s: Status) -> Status {
+    if !matches!(s.code(), Code::Unavailable | Code::Unknown) {
+        return s;
+    }
+    let text = match std::error::Error::source(&s) {
+        Some(src) => format!("{}: {}", s.message(), chain(src)),
+        None => s.message().to_owned(),
+    };
+    if let Some(i) = text.find("received fatal alert") {
+        // The controller ended the handshake: it did not take our certificate.
+        Status::unauthenticated(format!(
+            "certificate not accepted by the controller ({}): a client certificate must come \
+             from this cluster's CA and be valid (`chorus user cert`)",
+            &text[i..]
+        ))
+    } else if let Some(i) = text.find("invalid peer certificate") {
+        Status::unauthenticated(format!(
+            "the controller's certificate is not from the cluster CA this client trusts ({}): \
+             check `ca` in the client configuration",
+            &text[i..]
+        ))
+    } else {
+        s
+    }
 }
 
 /// Whether trying again (elsewhere) may succeed: no leader here, or nobody answered.
@@ -68,17 +109,27 @@ pub struct Controllers {
     current: usize,
     channel: Option<Channel>,
     max_message: usize,
+    tls: ClientTlsConfig,
 }
 
 impl Controllers {
-    /// `addrs`: `host:port` (or URLs) of the controllers, as configured.
-    pub fn new(addrs: &[String]) -> Self {
+    /// `addrs`: `host:port` (or URLs) of the controllers, as configured; `tls`: the cluster
+    /// CA to check them by, and the client's certificate if it has one
+    /// ([`crate::tls::client_tls`]).
+    pub fn new(addrs: &[String], tls: ClientTlsConfig) -> Self {
         Self {
-            addrs: addrs.iter().map(|a| url(a)).collect(),
+            addrs: addrs.iter().map(|a| https(a)).collect(),
             current: 0,
             channel: None,
             max_message: crate::MAX_MESSAGE_BYTES,
+            tls,
         }
+    }
+
+    /// The same controllers, reached with another TLS configuration (a node that just
+    /// joined, now with its certificate).
+    pub fn with_tls(&self, tls: ClientTlsConfig) -> Self {
+        Self { channel: None, tls, ..self.clone() }
     }
 
     /// The controller the next call goes to.
@@ -98,19 +149,25 @@ impl Controllers {
         if let Some(ch) = &self.channel {
             return Ok(ch.clone());
         }
-        let ep = Endpoint::from_shared(self.current().to_owned())
-            .map_err(|e| Status::invalid_argument(format!("bad controller address: {e}")))?
+        let ep = crate::tls::endpoint(self.current(), &self.tls)
+            .map_err(|e| {
+                Status::invalid_argument(format!("bad controller address: {}", chain(&e)))
+            })?
             .connect_timeout(Duration::from_secs(3))
             .tcp_nodelay(true);
         let ch = ep.connect().await.map_err(|e| {
-            Status::unavailable(format!("cannot connect to {}: {e}", self.current()))
+            tls_refusal(Status::unavailable(format!(
+                "cannot connect to {}: {}",
+                self.current(),
+                chain(&e)
+            )))
         })?;
         self.channel = Some(ch.clone());
         Ok(ch)
     }
 
     fn go_to(&mut self, leader: &str) {
-        let leader = url(leader);
+        let leader = https(leader);
         self.current = match self.addrs.iter().position(|a| *a == leader) {
             Some(i) => i,
             None => {
@@ -142,7 +199,7 @@ impl Controllers {
             let attempt = ATTEMPT_TIMEOUT.min(deadline.saturating_duration_since(Instant::now()));
             let result = match self.channel().await {
                 Ok(ch) => match tokio::time::timeout(attempt.max(MIN_ATTEMPT), f(ch)).await {
-                    Ok(r) => r.map(tonic::Response::into_inner),
+                    Ok(r) => r.map(tonic::Response::into_inner).map_err(tls_refusal),
                     Err(_) => Err(Status::unavailable(format!(
                         "{} did not answer within {attempt:?}",
                         self.current()
@@ -159,7 +216,7 @@ impl Controllers {
                 return Err(err);
             }
             match leader_hint(&err) {
-                Some(leader) if url(&leader) != self.current() => self.go_to(&leader),
+                Some(leader) if https(&leader) != self.current() => self.go_to(&leader),
                 _ => {
                     self.next();
                     // A whole round without an answer: an election is under way, or all
@@ -177,6 +234,26 @@ impl Controllers {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn tls() -> ClientTlsConfig {
+        let ca = crate::tls::Ca::create("test", 1_800_000_000).unwrap();
+        crate::tls::client_tls(ca.cert_pem(), None)
+    }
+
+    #[test]
+    fn a_refused_certificate_is_not_retried_and_says_why() {
+        let s = tls_refusal(Status::unknown("transport error: received fatal alert: UnknownCA"));
+        assert_eq!(s.code(), Code::Unauthenticated);
+        assert!(s.message().starts_with("certificate not accepted"), "{}", s.message());
+        assert!(s.message().contains("UnknownCA"), "{}", s.message());
+        assert!(!retryable(&s));
+        let theirs = tls_refusal(Status::unavailable("invalid peer certificate: UnknownIssuer"));
+        assert!(theirs.message().contains("check `ca`"), "{}", theirs.message());
+        let answer = tls_refusal(Status::unauthenticated("no credentials: ... certificate ..."));
+        assert!(answer.message().starts_with("no credentials"), "the controller's own answer");
+        let plain = tls_refusal(Status::unavailable("connection refused"));
+        assert_eq!(plain.code(), Code::Unavailable);
+    }
 
     #[test]
     fn a_refusal_names_the_leader() {
@@ -196,20 +273,20 @@ mod tests {
 
     #[test]
     fn a_redirect_to_an_unknown_controller_is_remembered() {
-        let mut c = Controllers::new(&["127.0.0.1:1".into(), "127.0.0.1:2".into()]);
+        let mut c = Controllers::new(&["127.0.0.1:1".into(), "127.0.0.1:2".into()], tls());
         c.go_to("127.0.0.1:2");
-        assert_eq!(c.current(), "http://127.0.0.1:2");
+        assert_eq!(c.current(), "https://127.0.0.1:2");
         c.go_to("127.0.0.1:3");
-        assert_eq!(c.current(), "http://127.0.0.1:3");
+        assert_eq!(c.current(), "https://127.0.0.1:3");
         assert_eq!(c.addrs().len(), 3);
         c.next();
-        assert_eq!(c.current(), "http://127.0.0.1:1");
+        assert_eq!(c.current(), "https://127.0.0.1:1");
     }
 
     #[tokio::test]
     async fn nobody_answering_is_an_error_after_patience() {
         // Port 1 on loopback: refused at once.
-        let mut c = Controllers::new(&["127.0.0.1:1".into()]);
+        let mut c = Controllers::new(&["127.0.0.1:1".into()], tls());
         let started = Instant::now();
         let r: Result<(), Status> =
             c.call(Duration::from_millis(300), |_ch| async { Ok(tonic::Response::new(())) }).await;

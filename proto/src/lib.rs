@@ -24,6 +24,7 @@ pub mod peer {
 }
 
 pub mod leader;
+pub mod tls;
 
 mod convert;
 

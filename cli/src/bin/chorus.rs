@@ -1,6 +1,7 @@
 //! `chorus`: the operator's command. `chorus up` starts a local cluster; `chorus output`
 //! brings a finished job's output files into place; `chorus controller` grows or shrinks the
-//! controller group.
+//! controller group; `chorus ca`, `chorus user`, `chorus operator token` and `chorus token`
+//! make and revoke credentials.
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -47,19 +48,104 @@ enum Cmd {
         #[command(subcommand)]
         action: NodeCmd,
     },
-    /// Users' credits, which pay for their jobs' verified work.
+    /// The cluster's certificate authority.
+    Ca {
+        #[command(subcommand)]
+        action: CaCmd,
+    },
+    /// Users' credentials (certificates and tokens, an administrator's commands) and
+    /// credits, which pay for their jobs' verified work.
     User {
         #[command(subcommand)]
         action: UserCmd,
     },
+    /// Tokens already issued.
+    Token {
+        #[command(subcommand)]
+        action: TokenCmd,
+    },
+    /// Who the controller takes this client's credential for.
+    Whoami,
+}
+
+#[derive(Debug, Subcommand)]
+enum CaCmd {
+    /// Make a cluster CA in DIR (ca.crt, and ca.key readable by its owner only). Give every
+    /// controller of the group the same (ctld --ca-dir DIR).
+    Init {
+        dir: PathBuf,
+        #[arg(long, default_value = "chorus")]
+        cluster_name: String,
+    },
+}
+
+/// Who a user credential is for.
+#[derive(Debug, Clone, clap::Args)]
+struct WhoArgs {
+    /// The user's name (what jobs are recorded under).
+    name: String,
+    /// The uid jobs run as.
+    #[arg(long)]
+    uid: u32,
+    /// The gid jobs run as (default: the uid).
+    #[arg(long)]
+    gid: Option<u32>,
+    /// An administrator: every job, node, account and credential.
+    #[arg(long, conflicts_with = "operator")]
+    admin: bool,
+    /// Acts for this operator: its nodes (drain, resume) and stake (bond, unbond).
+    #[arg(long)]
+    operator: Option<String>,
+}
+
+impl WhoArgs {
+    fn user(&self) -> chorus_core::identity::User {
+        chorus_cli::credentials::user(
+            &self.name,
+            self.uid,
+            self.gid,
+            self.admin,
+            self.operator.clone(),
+        )
+    }
 }
 
 #[derive(Debug, Subcommand)]
 enum UserCmd {
+    /// Issue a client certificate: writes DIR/NAME.crt, DIR/NAME.key (made here, 0600) and
+    /// DIR/ca.crt, and prints the client configuration lines that use them.
+    Cert {
+        #[command(flatten)]
+        who: WhoArgs,
+        /// Where the files go.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+        /// Days the certificate is valid.
+        #[arg(long, default_value_t = chorus_proto::tls::LEAF_DAYS)]
+        days: u64,
+        /// Sign with the CA's files in this directory instead of asking a controller.
+        #[arg(long)]
+        ca_dir: Option<PathBuf>,
+    },
+    /// Issue a token (printed once: the controllers keep only its hash); put it in a file
+    /// named by `token_file` in the client configuration.
+    Token {
+        #[command(flatten)]
+        who: WhoArgs,
+        /// How long it is accepted: N[smhd]; 0: until revoked.
+        #[arg(long, default_value = "30d", value_parser = chorus_cli::credentials::parse_ttl)]
+        ttl: u64,
+    },
     /// Credit a user's account, opening it (an administrator's command).
     Credit { user: String, amount: u64 },
     /// A user's balance, what it spent and what it owes.
     Balance { user: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCmd {
+    /// Revoke a token by its id (as printed when it was issued).
+    Revoke { id: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -68,6 +154,13 @@ enum OperatorCmd {
     Deposit { operator: String, amount: u64 },
     /// An operator's balance, its nodes' stake and its latest history.
     Balance { operator: String },
+    /// Issue a join token for the operator's nodes (`noded --join-token-file`); printed once.
+    Token {
+        operator: String,
+        /// How long it is accepted: N[smhd]; 0: until revoked.
+        #[arg(long, default_value = "24h", value_parser = chorus_cli::credentials::parse_ttl)]
+        ttl: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -182,18 +275,59 @@ fn main() {
         Cmd::Controller { action } => run_main("chorus", controller(action)),
         Cmd::Operator { action } => run_main("chorus", operator(action)),
         Cmd::Node { action } => run_main("chorus", node(action)),
+        Cmd::Ca { action } => run_main("chorus", ca(action)),
         Cmd::User { action } => run_main("chorus", user(action)),
+        Cmd::Token { action } => run_main("chorus", token(action)),
+        Cmd::Whoami => run_main("chorus", whoami()),
     }
 }
 
+fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+async fn ca(action: CaCmd) -> anyhow::Result<i32> {
+    let CaCmd::Init { dir, cluster_name } = action;
+    if dir.join(chorus_proto::tls::CA_KEY).exists() {
+        anyhow::bail!("{} holds a CA already", dir.display());
+    }
+    chorus_proto::tls::Ca::create(&cluster_name, now())?.save(&dir)?;
+    print(&format!(
+        "CA written to {}: give ca.crt to every node and client, and ca.key to controllers only\n",
+        dir.display()
+    ))?;
+    Ok(0)
+}
+
 async fn user(action: UserCmd) -> anyhow::Result<i32> {
-    let mut ctl = Ctl::connect().await?;
+    use chorus_cli::credentials;
     match action {
+        UserCmd::Cert { who, out, days, ca_dir } => {
+            let files = match ca_dir {
+                Some(dir) => {
+                    let ca = chorus_proto::tls::Ca::load(&dir)?;
+                    credentials::cert_from_ca(&ca, &who.user(), days, &out, now())?
+                }
+                None => {
+                    let mut ctl = Ctl::connect().await?;
+                    credentials::cert_from_controller(&mut ctl, &who.user(), days, &out).await?
+                }
+            };
+            print(&files.conf_lines())?;
+        }
+        UserCmd::Token { who, ttl } => {
+            let mut ctl = Ctl::connect().await?;
+            let (secret, r) = credentials::issue_token(&mut ctl, Err(&who.user()), ttl).await?;
+            print(&format!("{secret}\n"))?;
+            eprintln!("token {} for {}{}", r.id, who.user(), expiry(r.expires));
+        }
         UserCmd::Credit { user, amount } => {
+            let mut ctl = Ctl::connect().await?;
             let action = pb::stake_request::Action::CreditUser as i32;
             rpc!(ctl, stake, pb::StakeRequest { action, user, amount, ..Default::default() })?;
         }
         UserCmd::Balance { user } => {
+            let mut ctl = Ctl::connect().await?;
             let (a, _) = accounts(&mut ctl).await?;
             match chorus_cli::format::accounts::user_balance(&a, &user) {
                 Some(text) => print(&text)?,
@@ -201,6 +335,29 @@ async fn user(action: UserCmd) -> anyhow::Result<i32> {
             }
         }
     }
+    Ok(0)
+}
+
+fn expiry(at: u64) -> String {
+    if at == 0 {
+        ", until revoked".into()
+    } else {
+        format!(", until {}", chorus_cli::format::timefmt::iso(at, chorus_cli::format::Tz::Local))
+    }
+}
+
+async fn token(action: TokenCmd) -> anyhow::Result<i32> {
+    let TokenCmd::Revoke { id } = action;
+    let mut ctl = Ctl::connect().await?;
+    rpc!(ctl, revoke_token, pb::RevokeTokenRequest { id })?;
+    Ok(0)
+}
+
+async fn whoami() -> anyhow::Result<i32> {
+    let mut ctl = Ctl::connect().await?;
+    let r = rpc!(ctl, who_am_i, pb::WhoAmIRequest {})?;
+    let user = chorus_core::identity::User::try_from(r.user.unwrap_or_default())?;
+    print(&format!("{user}, by {}\n", r.credential))?;
     Ok(0)
 }
 
@@ -236,6 +393,12 @@ async fn operator(action: OperatorCmd) -> anyhow::Result<i32> {
                 Some(text) => print(&text)?,
                 None => anyhow::bail!("operator {operator} has no account"),
             }
+        }
+        OperatorCmd::Token { operator, ttl } => {
+            let (secret, r) =
+                chorus_cli::credentials::issue_token(&mut ctl, Ok(operator.clone()), ttl).await?;
+            print(&format!("{secret}\n"))?;
+            eprintln!("join token {} for operator {operator}'s nodes{}", r.id, expiry(r.expires));
         }
     }
     Ok(0)
@@ -279,8 +442,7 @@ async fn controller(action: ControllerCmd) -> anyhow::Result<i32> {
             let leader = r.controllers.iter().find(|c| c.id == r.leader_id && c.id != r.self_id);
             match leader.map(|l| l.client_addr.clone()) {
                 Some(addr) => {
-                    let controllers = chorus_proto::leader::Controllers::new(&[addr]);
-                    let mut at_leader = Ctl { controllers, conf: ctl.conf.clone() };
+                    let mut at_leader = Ctl::at(&[addr], ctl.conf.clone())?;
                     rpc!(at_leader, controllers, pb::ControllersRequest {}).unwrap_or(r)
                 }
                 None => r,
@@ -416,6 +578,12 @@ fn up(a: UpArgs) -> anyhow::Result<()> {
         .collect::<Vec<_>>()
         .join(",");
     let client_addrs: Vec<String> = group.iter().map(|g| g.1.clone()).collect();
+    // Everything speaks TLS: a CA of the cluster's own (made once, kept in DIR/ca), an
+    // administrator's certificate for whoever runs this, and a configuration that uses it.
+    let ca_dir = dir.join("ca");
+    let conf_path = dir.join("chorus.toml");
+    let conf = local_credentials(&dir, &ca_dir, &a.cluster_name, client_addrs.clone(), &conf_path)?;
+    std::fs::write(&conf_path, toml::to_string(&conf)?)?;
     let mut daemons = vec![];
     for (id, client, peer) in &group {
         let name = if group.len() == 1 { "ctld".to_owned() } else { format!("ctld{id}") };
@@ -440,6 +608,8 @@ fn up(a: UpArgs) -> anyhow::Result<()> {
             a.min_stake.to_string(),
             "--replication".into(),
             a.replication.clone(),
+            "--ca-dir".into(),
+            ca_dir.display().to_string(),
         ];
         args.extend(a.ctld_args.iter().cloned());
         if group.len() > 1 {
@@ -457,9 +627,16 @@ fn up(a: UpArgs) -> anyhow::Result<()> {
         dir.canonicalize().unwrap_or_else(|_| dir.clone()).hash(&mut h);
         format!("chorus/up-{:08x}", h.finish() as u32)
     };
-    for i in 1..=a.nodes {
+    // Each node joins under an operator of its own (`op<N>` for `node<N>`), with a join token
+    // issued through the controller, as an operator's node would.
+    let tokens = join_tokens(&conf, a.nodes, &dir, &mut daemons)?;
+    for (i, token) in (1..=a.nodes).zip(tokens) {
         let name = format!("node{i}");
         let mut args = vec![
+            "--ca".into(),
+            ca_dir.join(chorus_proto::tls::CA_CERT).display().to_string(),
+            "--join-token-file".into(),
+            token.display().to_string(),
             "--name".into(),
             name.clone(),
             "--cgroup-parent".into(),
@@ -483,13 +660,86 @@ fn up(a: UpArgs) -> anyhow::Result<()> {
         args.extend(a.noded_args.iter().cloned());
         daemons.push(spawn(&name, &noded, &args, &dir.join(format!("log/{name}.log")))?);
     }
-    let conf_path = dir.join("chorus.toml");
-    let conf = ClientConf { cluster_name: a.cluster_name.clone(), controllers: client_addrs };
-    std::fs::write(&conf_path, toml::to_string(&conf)?)?;
-
     let result = serve_until_stopped(&a, &conf_path, &mut daemons);
     stop_all(&mut daemons);
     result
+}
+
+/// The local cluster's CA (made if `ca_dir` has none), an administrator's certificate for
+/// the user running `chorus up` (in DIR/admin), and the client configuration using both
+/// (paths relative to DIR, where it is written).
+fn local_credentials(
+    dir: &Path,
+    ca_dir: &Path,
+    cluster: &str,
+    controllers: Vec<String>,
+    conf_path: &Path,
+) -> anyhow::Result<ClientConf> {
+    use chorus_core::identity::{Role, User};
+    let ca = chorus_proto::tls::Ca::load_or_create(ca_dir, cluster, now())?;
+    let (name, uid, gid) = chorus_cli::current_user();
+    let admin = User { name, uid, gid, role: Role::Admin };
+    let days = chorus_proto::tls::LEAF_DAYS;
+    let files =
+        chorus_cli::credentials::cert_from_ca(&ca, &admin, days, &dir.join("admin"), now())?;
+    let rel = |p: &Path| p.strip_prefix(dir).map(Path::to_owned).unwrap_or_else(|_| p.to_owned());
+    Ok(ClientConf {
+        cluster_name: cluster.to_owned(),
+        controllers,
+        ca: Some(rel(&files.ca)),
+        cert: Some(rel(&files.cert)),
+        key: Some(rel(&files.key)),
+        token_file: None,
+        source: conf_path.to_owned(),
+    })
+}
+
+/// One join token per local node, for operator `op<N>` (valid for an hour: a node keeps its
+/// certificate once it joined), each in the node's state directory (0600). Waits for the
+/// controllers to elect a leader, and fails if one of them dies meanwhile.
+fn join_tokens(
+    conf: &ClientConf,
+    nodes: u32,
+    dir: &Path,
+    daemons: &mut [Daemon],
+) -> anyhow::Result<Vec<PathBuf>> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let mut ctl = Ctl::with_conf(conf.clone())?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut files = vec![];
+    for i in 1..=nodes {
+        let path = dir.join("noded").join(format!("node{i}")).join("join-token");
+        std::fs::create_dir_all(path.parent().expect("a file in a directory"))?;
+        let operator = format!("op{i}");
+        let secret = loop {
+            if let Some(d) = daemons
+                .iter_mut()
+                .find_map(|d| d.child.try_wait().ok().flatten().map(|_| d.name.clone()))
+            {
+                let log = dir.join(format!("log/{d}.log"));
+                anyhow::bail!("{d} exited during start-up; see {}", log.display());
+            }
+            let issued = rt.block_on(chorus_cli::credentials::issue_token(
+                &mut ctl,
+                Ok(operator.clone()),
+                3600,
+            ));
+            match issued {
+                Ok((secret, _)) => break secret,
+                Err(e) if Instant::now() < deadline => {
+                    tracing::debug!(error = %e, "no join token yet");
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(e) => anyhow::bail!(
+                    "cannot issue the nodes' join tokens: {}",
+                    chorus_cli::status_message(&e)
+                ),
+            }
+        };
+        chorus_proto::tls::write_private(&path, &secret)?;
+        files.push(path);
+    }
+    Ok(files)
 }
 
 fn serve_until_stopped(a: &UpArgs, conf_path: &Path, daemons: &mut [Daemon]) -> anyhow::Result<()> {

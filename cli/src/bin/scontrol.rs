@@ -75,7 +75,7 @@ async fn control(args: Vec<String>) -> anyhow::Result<i32> {
         ["update", ..] => update(&words[1..]).await,
         ["ping"] => {
             let conf = chorus_cli::ClientConf::load()?;
-            let pings = chorus_cli::ping_all(&conf).await;
+            let pings = chorus_cli::ping_all(&conf).await?;
             print(&chorus_cli::format::controllers::ping(&pings))?;
             // Like Slurm's: failure when no controller that could lead answers.
             let leader = pings.iter().any(|p| matches!(p.role.as_deref(), Some("leader")));
