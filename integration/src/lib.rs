@@ -32,9 +32,18 @@ pub fn bin_dir() -> PathBuf {
 /// Fails with a clear message when the binaries have not been built.
 pub fn require_binaries() -> PathBuf {
     let dir = bin_dir();
-    for b in
-        ["ctld", "noded", "chorus", "sbatch", "squeue", "scancel", "sacct", "scontrol", "sinfo"]
-    {
+    for b in [
+        "ctld",
+        "noded",
+        "chorus",
+        "sbatch",
+        "squeue",
+        "scancel",
+        "sacct",
+        "scontrol",
+        "sinfo",
+        "adversary",
+    ] {
         assert!(
             dir.join(b).exists(),
             "{} is missing: run `cargo build --workspace --bins` first (scripts/test.sh does)",
@@ -226,6 +235,56 @@ impl Cluster {
         self.run_with(&self.work(), prog, args, &[("CHORUS_CONF", conf)])
     }
 
+    /// Starts one more node agent, `bin` (`noded`, or the test `adversary`) named `name`,
+    /// joined under `operator` with a join token issued now, as an operator's node joining
+    /// from elsewhere would; `extra` goes to its command line. Stopped when dropped.
+    pub fn join_agent(&self, bin: &str, name: &str, operator: &str, extra: &[&str]) -> Agent {
+        let o = self.run("chorus", &["operator", "token", operator]);
+        assert!(o.status.success(), "join token: {}", String::from_utf8_lossy(&o.stderr));
+        let dir = self.node_dir(name);
+        std::fs::create_dir_all(&dir).expect("node dir");
+        let token = dir.join("join-token");
+        write_private(&token, String::from_utf8_lossy(&o.stdout).trim());
+        let controllers: Vec<String> = self.controllers().into_iter().map(|c| c.1).collect();
+        let log = std::fs::File::create(self.dir.path().join(format!("state/log/{name}.log")))
+            .expect("agent log");
+        let mut cmd = Command::new(self.bins.join(bin));
+        cmd.arg("--ca")
+            .arg(self.ca_dir().join("ca.crt"))
+            .arg("--join-token-file")
+            .arg(&token)
+            .args(["--name", name, "--controllers", &controllers.join(",")])
+            .args(["--cgroup-parent", &format!("chorus/test-{}/{name}", std::process::id())])
+            .arg("--state-dir")
+            .arg(&dir)
+            .args(["--heartbeat", "1"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log);
+        Agent { child: cmd.spawn().unwrap_or_else(|e| panic!("start {bin}: {e}")) }
+    }
+
+    /// Waits until node `name` is registered and in one of `states` (`sinfo -N` names).
+    pub fn wait_node(&self, name: &str, states: &[&str], timeout: Duration) -> String {
+        let start = Instant::now();
+        loop {
+            let o = self.run("sinfo", &["-h", "-N", "-o", "%N %T"]);
+            let text = String::from_utf8_lossy(&o.stdout).into_owned();
+            let s = text
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{name} ")))
+                .unwrap_or_default()
+                .trim()
+                .to_owned();
+            if states.contains(&s.as_str()) {
+                return s;
+            }
+            assert!(start.elapsed() < timeout, "node {name} is {s:?} after {timeout:?}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// A directory for a test's scripts and outputs (the submit directory).
     pub fn work(&self) -> PathBuf {
         let p = self.dir.path().join("work");
@@ -413,6 +472,39 @@ impl Drop for Cluster {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A node agent a test started ([`Cluster::join_agent`]), stopped (SIGTERM) when dropped.
+pub struct Agent {
+    child: Child,
+}
+
+impl Agent {
+    /// Stops it now, as a node that goes away would.
+    pub fn kill(&mut self) {
+        // SAFETY: plain kill(2) of our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn write_private(path: &Path, text: &str) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .expect("write a private file");
+    f.write_all(text.as_bytes()).expect("write");
 }
 
 /// Writes an executable script into `dir`.

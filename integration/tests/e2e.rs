@@ -710,21 +710,20 @@ fn a_node_gets_work_once_its_operator_bonds_the_minimum_stake() {
     };
     let status = text(c.run("chorus", &["node", "status"]));
     assert!(status.contains("no (stake below 100)"), "{status}");
-    assert!(c.run("chorus", &["operator", "deposit", "acme", "1000"]).status.success());
+    assert!(c.run("chorus", &["operator", "deposit", "op1", "1000"]).status.success());
     let too_much =
-        c.run("chorus", &["node", "register", "node1", "--operator", "acme", "--stake", "5000"]);
+        c.run("chorus", &["node", "register", "node1", "--operator", "op1", "--stake", "5000"]);
     assert!(!too_much.status.success());
-    assert!(text(too_much).contains("operator acme has 1000 credits, 5000 needed"));
-    let ok =
-        c.run("chorus", &["node", "register", "node1", "--operator", "acme", "--stake", "100"]);
+    assert!(text(too_much).contains("operator op1 has 1000 credits, 5000 needed"));
+    let ok = c.run("chorus", &["node", "register", "node1", "--operator", "op1", "--stake", "100"]);
     assert!(ok.status.success(), "{}", text(ok));
     assert_eq!(c.wait_done(&id, MIN), "COMPLETED");
-    let balance = text(c.run("chorus", &["operator", "balance", "acme"]));
-    assert!(balance.starts_with("Operator=acme Balance=900 Earned=0 Slashed=0\n"), "{balance}");
+    let balance = text(c.run("chorus", &["operator", "balance", "op1"]));
+    assert!(balance.starts_with("Operator=op1 Balance=900 Earned=0 Slashed=0\n"), "{balance}");
     assert!(balance.contains("Node=node1 Stake=100 Agreements=0"), "{balance}");
     let status = text(c.run("chorus", &["node", "status", "node1"]));
     assert!(
-        status.lines().nth(1).is_some_and(|l| l.contains("acme") && l.ends_with("yes")),
+        status.lines().nth(1).is_some_and(|l| l.contains("op1") && l.ends_with("yes")),
         "{status}"
     );
 }

@@ -43,7 +43,49 @@ pub struct AgentConfig {
     pub key: [u8; 32],
     /// The cluster CA and the node's certificate (join.rs): every call is mutual TLS.
     pub tls: tonic::transport::ClientTlsConfig,
+    /// How the agent acts on its assignments: [`Honest`] in `noded`.
+    pub conduct: Arc<dyn Conduct>,
 }
+
+/// How an agent acts on what it is given. `noded` is [`Honest`]; the test adversaries of
+/// `integration/` (`src/bin/adversary.rs`) lie through this seam, so that the cluster is
+/// tested against nodes that run, sign and report exactly as real ones do, except where they
+/// cheat. It gives an operator nothing it could not do by changing its own node's code.
+pub trait Conduct: Send + Sync {
+    /// Whether to run `launch` at all; if not, [`Conduct::fabricate`] says how it ended.
+    fn runs(&self, _launch: &LaunchSpec) -> bool {
+        true
+    }
+    /// The end of a launch not run: success, with empty output files.
+    fn fabricate(&self, launch: &LaunchSpec) -> Finished {
+        let output = |path: &str| runner::Output { path: path.into(), data: vec![], append: false };
+        let mut outputs = vec![output(&launch.stdout_path)];
+        if launch.stderr_path != launch.stdout_path {
+            outputs.push(output(&launch.stderr_path));
+        }
+        Finished {
+            job_id: launch.job_id,
+            attempt: launch.attempt,
+            replica: launch.replica,
+            exit: ExitStatus::default(),
+            cause: chorus_core::fsm::EndCause::Exited,
+            usage: Usage::default(),
+            outputs,
+        }
+    }
+    /// What is reported of a replica that ended here (before it is signed).
+    fn report(&self, _launch: &LaunchSpec, _finished: &mut Finished) {}
+    /// Reports to send besides, for replicas this node was not given.
+    fn also_report(&self, _finished: &Finished) -> Vec<Finished> {
+        vec![]
+    }
+}
+
+/// Runs what it is given and reports what happened.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Honest;
+
+impl Conduct for Honest {}
 
 type Key = (u32, u32);
 
@@ -355,13 +397,22 @@ fn reconcile(
         let pg = ProcessGroup::default();
         j.running.insert(key, Running { stop: stop_tx, pg: pg.clone() });
         let (rcfg, jobs2, done) = (cfg.runner.clone(), Arc::clone(jobs), done_tx.clone());
+        let conduct = Arc::clone(&cfg.conduct);
         tokio::spawn(async move {
-            let fin = runner::run(Arc::new(rcfg), launch, kill_wait, pg, stop_rx).await;
+            let mut fin = if conduct.runs(&launch) {
+                runner::run(Arc::new(rcfg), launch.clone(), kill_wait, pg, stop_rx).await
+            } else {
+                conduct.fabricate(&launch)
+            };
+            conduct.report(&launch, &mut fin);
+            let more = conduct.also_report(&fin);
             let mut j = jobs2.lock().expect("lock");
             j.running.remove(&key);
             j.finished.insert(key);
             drop(j);
-            let _ = done.send(fin);
+            for f in std::iter::once(fin).chain(more) {
+                let _ = done.send(f);
+            }
         });
     }
     // The controller no longer wants these: stop them (cancelled, node failed over, ...).

@@ -17,6 +17,7 @@
 
 pub mod agent;
 pub mod cgroup;
+pub mod daemon;
 pub mod gpuacct;
 pub mod health;
 pub mod identity;
