@@ -162,7 +162,8 @@ fn a_user_cannot_touch_another_users_job_and_an_admin_can() {
 
 #[test]
 fn an_operator_acts_on_its_own_nodes_and_stake_only() {
-    let c = Cluster::start(ClusterOpts { nodes: 2, ..Default::default() });
+    // Nodes left unbonded: the operators bond them here.
+    let c = Cluster::start(ClusterOpts { nodes: 2, node_stake: Some(0), ..Default::default() });
     // chorus up joined node<N> under operator op<N>.
     let op1 = c.user_conf("op1", 2001, &["--operator", "op1"]);
     let alice = c.user_conf("alice", 1001, &[]);

@@ -96,8 +96,15 @@ pub fn retryable(s: &Status) -> bool {
         // A connection that breaks mid-call (a controller killed) surfaces as UNKNOWN.
         Code::Unknown => {
             let m = s.message();
-            m.contains("transport") || m.contains("connection") || m.contains("h2 protocol")
+            m.contains("transport")
+                || m.contains("connection")
+                || m.contains("h2 protocol")
+                || m.contains("operation was canceled")
         }
+        // The connection went away under the call before any answer: a controller that
+        // stopped, or (TLS 1.3) one that refused our certificate after the handshake seemed
+        // done and closed before its alert was read. A new connection tells which.
+        Code::Cancelled => s.message().contains("operation was canceled"),
         _ => false,
     }
 }
@@ -269,6 +276,8 @@ mod tests {
         assert!(!retryable(&Status::failed_precondition("Invalid job id specified")));
         assert!(!retryable(&Status::invalid_argument("bad")));
         assert!(retryable(&Status::unknown("transport error")));
+        assert!(retryable(&Status::cancelled("operation was canceled")));
+        assert!(!retryable(&Status::cancelled("the client gave up")));
     }
 
     #[test]
