@@ -119,5 +119,5 @@ fn the_table_has_a_row_for_each_policy_share_and_behaviour() {
     let table = sim::table(&[run(SimConfig { jobs: 200, nodes: 10, ..small(FIXED2, 0.1) })]);
     let lines: Vec<&str> = table.lines().collect();
     assert_eq!(lines.len(), 3, "{table}");
-    assert!(lines[2].starts_with("| naive | 10 % | `fixed:2` | 0.0000 | "), "{table}");
+    assert!(lines[2].starts_with("| naive | 10 % | `fixed:2` | 0.0000 | 0.0000 | "), "{table}");
 }

@@ -458,18 +458,19 @@ pub fn run_all(configs: &[SimConfig], threads: usize) -> Vec<Metrics> {
 /// The measured table, in Markdown.
 pub fn table(rows: &[Metrics]) -> String {
     let mut out = String::from(
-        "| liars | share | policy | wrong accepted / job | overhead | honest slashed | \
-         liars drained | liar net / job | honest net / job |\n\
-         |---|---:|---|---:|---:|---:|---:|---:|---:|\n",
+        "| liars | share | policy | wrong accepted / job | failed / job | overhead | \
+         honest slashed | liars drained | liar net / job | honest net / job |\n\
+         |---|---:|---|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for m in rows {
         let c = &m.config;
         out.push_str(&format!(
-            "| {} | {:.0} % | `{}` | {:.4} | {:.2} | {} / {} | {} / {} | {} | {} |\n",
+            "| {} | {:.0} % | `{}` | {:.4} | {:.4} | {:.2} | {} / {} | {} / {} | {} | {} |\n",
             c.behaviour(),
             c.liars * 100.0,
             c.policy,
             m.accepted_wrong_per_job(),
+            f64::from(m.failed) / f64::from(m.jobs.max(1)),
             m.overhead(),
             m.honest.slashed_nodes,
             m.honest.nodes,
