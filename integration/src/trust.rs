@@ -10,6 +10,10 @@
 //!   report (job, replica, exit, files) ── signed with the node's key ──▶ JobEnded
 //!   verdicts ──▶ job_classes (the job's validator over the kept files) ──▶ Verdict
 //! ```
+//!
+//! [`sim`] is `trust-sim`'s population of honest nodes and liars on top of it.
+
+pub mod sim;
 
 use std::collections::BTreeMap;
 
