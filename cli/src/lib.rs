@@ -380,6 +380,47 @@ pub fn short_hostname() -> String {
         .unwrap_or_else(|_| "localhost".into())
 }
 
+/// `n` distinct loopback ports, free when chosen, for daemons started next (a local
+/// cluster's controllers). They come from outside the kernel's ephemeral range
+/// (`net.ipv4.ip_local_port_range`) where it leaves room: a port from `bind(0)` is in that
+/// range, so any outgoing connection (a controller dialling its peers) or another program's
+/// `bind(0)` could take it before its daemon binds it, and the daemon would die at start-up.
+pub fn free_ports(n: usize) -> std::io::Result<Vec<u16>> {
+    use rand::Rng;
+    let (low, high) = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| {
+            let mut f = s.split_whitespace().map(|v| v.parse::<u16>().ok());
+            Some((f.next()??, f.next()??))
+        })
+        .unwrap_or((32768, 60999));
+    // The unprivileged ports on either side of the ephemeral range, when there are enough.
+    let mut spans: Vec<(u16, u16)> = vec![];
+    if low > 11_000 {
+        spans.push((10_000, low - 1));
+    }
+    if high < 64_000 {
+        spans.push((high + 1, 65_535));
+    }
+    // Held until all are chosen, so the `n` are distinct.
+    let mut held = vec![];
+    let mut rng = rand::thread_rng();
+    for _ in 0..n.saturating_mul(200) {
+        if held.len() == n || spans.is_empty() {
+            break;
+        }
+        let (a, b) = spans[rng.gen_range(0..spans.len())];
+        if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", rng.gen_range(a..=b))) {
+            held.push(l);
+        }
+    }
+    // A machine whose ephemeral range covers everything: the kernel's choice.
+    while held.len() < n {
+        held.push(std::net::TcpListener::bind("127.0.0.1:0")?);
+    }
+    held.iter().map(|l| Ok(l.local_addr()?.port())).collect()
+}
+
 /// Runs a command's async main on a small runtime and turns its result into an exit code.
 /// A broken pipe (e.g. `squeue | head`) exits 0, as Slurm's commands do.
 pub fn run_main(prog: &str, f: impl std::future::Future<Output = anyhow::Result<i32>>) -> ! {
@@ -531,6 +572,22 @@ pub fn parse_local_time(s: &str, now: u64) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn free_ports_are_distinct_bindable_and_not_ephemeral() {
+        let ports = free_ports(10).unwrap();
+        let distinct: std::collections::BTreeSet<_> = ports.iter().collect();
+        assert_eq!(distinct.len(), 10, "{ports:?}");
+        let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap();
+        let (low, high) = range.split_once(char::is_whitespace).unwrap();
+        let (low, high): (u16, u16) = (low.trim().parse().unwrap(), high.trim().parse().unwrap());
+        for p in ports {
+            if low > 11_000 || high < 64_000 {
+                assert!(!(low..=high).contains(&p), "{p} is in the ephemeral range {low}-{high}");
+            }
+            std::net::TcpListener::bind(("127.0.0.1", p)).unwrap();
+        }
+    }
 
     #[test]
     fn relative_times_count_from_now() {

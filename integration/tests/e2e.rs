@@ -198,7 +198,7 @@ fn acknowledged_jobs_survive_kill_9_of_the_controller() {
     use std::process::{Command, Stdio};
     let bins = chorus_integration::require_binaries();
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = chorus_cli::free_ports(1).unwrap()[0];
     let addr = format!("127.0.0.1:{port}");
     let conf = dir.path().join("chorus.toml");
     // The CA where ctld looks by default (STATE_DIR/ca), and an administrator's certificate.

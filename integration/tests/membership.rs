@@ -18,11 +18,6 @@ impl Drop for Joiner {
     }
 }
 
-fn free_addr() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().to_string()
-}
-
 fn text(o: &std::process::Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
@@ -51,7 +46,8 @@ fn a_controller_joins_from_a_snapshot_and_controllers_leave() {
     }
     c.wait_done(&first.to_string(), Duration::from_secs(60));
 
-    let (client, peer) = (free_addr(), free_addr());
+    let ports = chorus_cli::free_ports(2).unwrap();
+    let (client, peer) = (format!("127.0.0.1:{}", ports[0]), format!("127.0.0.1:{}", ports[1]));
     let state = c.dir.path().join("ctld4");
     let log = std::fs::File::create(c.dir.path().join("ctld4.log")).unwrap();
     let _joiner = Joiner(

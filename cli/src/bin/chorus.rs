@@ -529,10 +529,6 @@ fn sibling(name: &str) -> anyhow::Result<PathBuf> {
     }
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
 /// `(id, client address, peer address)` of each local controller. Chosen once and kept in
 /// `DIR/controllers`: a group's members are in its log, so a restart must reuse them.
 fn local_group(dir: &Path, count: u32, port: u16) -> anyhow::Result<Vec<(u64, String, String)>> {
@@ -554,10 +550,11 @@ fn local_group(dir: &Path, count: u32, port: u16) -> anyhow::Result<Vec<(u64, St
         }
         return Ok(group);
     }
+    let ports = chorus_cli::free_ports(2 * count as usize)?;
     let mut group = vec![];
-    for id in 1..=u64::from(count) {
-        let client = if id == 1 && port != 0 { port } else { free_port()? };
-        group.push((id, format!("127.0.0.1:{client}"), format!("127.0.0.1:{}", free_port()?)));
+    for (id, pair) in (1..).zip(ports.chunks(2)) {
+        let client = if id == 1 && port != 0 { port } else { pair[0] };
+        group.push((id, format!("127.0.0.1:{client}"), format!("127.0.0.1:{}", pair[1])));
     }
     let text: String = group.iter().map(|(i, c, p)| format!("{i} {c} {p}\n")).collect();
     std::fs::write(&path, text)?;
