@@ -382,7 +382,7 @@ fn gpu_replicas_verified_exactly_run_on_one_model_and_driver() {
         memory_mb: 81_920,
         driver: driver.into(),
     };
-    // In name order: the first replica lands on node1; node2's driver and node3's model differ.
+    // node1 and node4 are one class; node2's driver and node3's model differ from both.
     for (name, g) in [
         ("node1", gpu("A100", "535.104.05")),
         ("node2", gpu("A100", "550.54.14")),
@@ -393,26 +393,49 @@ fn gpu_replicas_verified_exactly_run_on_one_model_and_driver() {
         c.add_node_with(name, Some(&format!("op-{name}")), 100, resources);
     }
     let gpu_job = |verify| JobSpec { gpus_per_node: 1, verify, ..spec(2) };
-    let exact = c.submit(gpu_job(None)).unwrap();
+    // Whichever node the job's order puts first, its replicas meet on the one pair.
+    for _ in 0..8 {
+        let exact = c.submit(gpu_job(None)).unwrap();
+        let started = c.schedule();
+        let mut nodes: Vec<&str> = started.iter().map(|s| s.node.as_str()).collect();
+        nodes.sort();
+        assert_eq!(nodes, ["node1", "node4"], "same model and driver major, whatever the case");
+        for s in &started {
+            c.report(&s.node, exact, s.replica, OK, b"bits\n").unwrap();
+        }
+        c.verdicts();
+    }
+    // Without node4 no class has two nodes: an exact job waits, a tolerance (which does not
+    // need bitwise-equal hardware) runs on mixed ones.
+    let drain = |node: &str| Command::SetNodeState {
+        node: node.into(),
+        state: NodeState::Drain,
+        reason: Some("maintenance".into()),
+        user: "root".into(),
+        now: 0,
+    };
+    c.apply(drain("node4")).unwrap();
+    let tolerant = c.submit(gpu_job(Some("tolerance:1e-6".parse().unwrap()))).unwrap();
+    let waiting = c.submit(gpu_job(None)).unwrap();
     let started = c.schedule();
-    let nodes: Vec<&str> = started.iter().map(|s| s.node.as_str()).collect();
-    assert_eq!(nodes, ["node1", "node4"], "same model and driver major, whatever the case");
+    assert!(started.iter().all(|s| s.job == tolerant), "{started:?}");
+    assert_eq!(started.len(), 2, "job {tolerant}");
+    assert_eq!(c.state.jobs[&waiting].reason, PendingReason::Resources);
     for s in &started {
-        c.report(&s.node, exact, s.replica, OK, b"bits\n").unwrap();
+        c.report(&s.node, tolerant, s.replica, OK, b"1.0\n").unwrap();
     }
     c.verdicts();
-    // A tolerance does not need bitwise-equal hardware.
-    let tolerant = c.submit(gpu_job(Some("tolerance:1e-6".parse().unwrap()))).unwrap();
-    let nodes: Vec<String> = c.schedule().into_iter().map(|s| s.node).collect();
-    assert_eq!(nodes, ["node1", "node2"], "job {tolerant}");
     // And the state machine refuses a plan that mixes classes for an exact job.
-    let mixed = c.submit(gpu_job(None)).unwrap();
     let on =
         |node: &str| vec![NodeAlloc { node: node.into(), cpus: 1, mem_mb: 256, gpus: vec![0] }];
     let plan = Plan {
-        starts: vec![Placement { job: mixed, quorum: 2, replicas: vec![on("node3"), on("node4")] }],
+        starts: vec![Placement {
+            job: waiting,
+            quorum: 2,
+            replicas: vec![on("node1"), on("node2")],
+        }],
         reasons: vec![],
     };
     c.apply(Command::ApplyPlan { plan, now: c.now }).unwrap();
-    assert_eq!(c.state.jobs[&mixed].state, JobState::Pending);
+    assert_eq!(c.state.jobs[&waiting].state, JobState::Pending);
 }

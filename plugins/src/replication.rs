@@ -94,6 +94,16 @@ pub fn draw(seed: u64, job: JobId) -> u32 {
     (z ^ (z >> 31)) as u32
 }
 
+/// Where `node` comes in a replicated job's order of nodes: the job's coin mixed with the
+/// node's name (FNV-1a), so each job shuffles the nodes differently and, without the seed,
+/// unpredictably.
+pub fn rank(seed: u64, job: JobId, node: &str) -> u32 {
+    let name = node
+        .bytes()
+        .fold(0xCBF2_9CE4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01B3));
+    draw(seed ^ name, job)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

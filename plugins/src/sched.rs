@@ -1,6 +1,6 @@
 //! `sched/fifo`: Slurm's `sched/builtin` — pending jobs in priority order, each placed on the
-//! first nodes (by name) with room for it; the first job that does not fit makes every job
-//! behind it in its partition wait with reason `Priority`.
+//! first nodes with room for it; the first job that does not fit makes every job behind it in
+//! its partition wait with reason `Priority`.
 //!
 //! ```text
 //!   running jobs missing replicas (a dispute, a lost replica) ──▶ more replicas, if they fit
@@ -9,11 +9,18 @@
 //!                                        policy, first node's record, the job's coin)
 //!                                        ──▶ the rest of the quorum on other operators' nodes
 //!                                        ── all fit ──▶ Placement
-//!                                                           └─ no ──▶ Resources, then Priority
+//!                                           └─ no ──▶ the next first node ... none left:
+//!                                                     Resources, then Priority
 //! ```
 //!
 //! A job's replicas go to nodes of distinct operators (a node no operator bonded counts as
 //! its own), only to nodes with a key when the job is replicated.
+//!
+//! "First" is name order for a job that runs once, as in Slurm. A replicated job (adaptive
+//! included) sees the nodes in an order of its own, drawn from the leader's secret seed and
+//! the job id ([`replication::rank`]): what a node is called, or when it registered, does not
+//! get it a job's first replica (whose record sets an adaptive quorum) or put colluders in
+//! one quorum, and nobody outside the leader can predict which nodes a job will meet.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -67,7 +74,8 @@ impl Scheduler for Fifo {
             if missing == 0 {
                 continue;
             }
-            let replicas = place_replicas(state, job, &mut free, missing, Partial::Allowed);
+            let replicas =
+                place_replicas(state, job, &mut free, missing, Partial::Allowed, self.seed);
             if !replicas.is_empty() {
                 plan.starts.push(Placement { job: job.id, quorum: job.quorum, replicas });
             }
@@ -123,27 +131,34 @@ enum Partial {
 
 /// A pending job's start: its first replica where it fits first, the quorum its replication
 /// policy gives for that node (and the job's coin), and the rest of the quorum on nodes of
-/// other operators. Nothing is taken from `free` unless the whole quorum fits.
+/// other operators. A first node that leaves the rest no room (its GPU class has no partner,
+/// its operator owns the other free nodes) gives way to the next one. Nothing is taken from
+/// `free` unless the whole quorum fits.
 fn start(
     state: &ClusterState,
     job: &Job,
     free: &mut BTreeMap<&str, Free>,
     seed: u64,
 ) -> Option<Placement> {
-    let first = place(state, job, free, &BTreeSet::new(), None)?;
     let policy = replication::policy(&job.replication);
-    let record = NodeRecord { agreements: state.accounts.agreements(&first[0].node) };
-    let quorum = policy.quorum(record, replication::draw(seed, job.id));
-    let mut replicas = vec![first];
-    let more = place_replicas_after(state, job, free, quorum - 1, Partial::Refused, &replicas);
-    if more.len() + 1 != quorum as usize {
-        return None;
+    // Fewer candidates each round; a job that runs once ends in the first.
+    let mut firsts = free.clone();
+    loop {
+        let first = place(state, job, &firsts, &BTreeSet::new(), None, seed)?;
+        let record = NodeRecord { agreements: state.accounts.agreements(&first[0].node) };
+        let quorum = policy.quorum(record, replication::draw(seed, job.id));
+        let mut replicas = vec![first];
+        let more =
+            place_replicas_after(state, job, free, quorum - 1, Partial::Refused, &replicas, seed);
+        if more.len() + 1 == quorum as usize {
+            replicas.extend(more);
+            for alloc in &replicas {
+                take(free, alloc);
+            }
+            return Some(Placement { job: job.id, quorum, replicas });
+        }
+        firsts.retain(|name, _| *name != replicas[0][0].node);
     }
-    replicas.extend(more);
-    for alloc in &replicas {
-        take(free, alloc);
-    }
-    Some(Placement { job: job.id, quorum, replicas })
 }
 
 /// Up to `n` more replicas of a running job, taken from `free` (all of them or none with
@@ -154,8 +169,9 @@ fn place_replicas(
     free: &mut BTreeMap<&str, Free>,
     n: u32,
     partial: Partial,
+    seed: u64,
 ) -> Vec<Vec<NodeAlloc>> {
-    let placed = place_replicas_after(state, job, free, n, partial, &[]);
+    let placed = place_replicas_after(state, job, free, n, partial, &[], seed);
     for alloc in &placed {
         take(free, alloc);
     }
@@ -173,6 +189,7 @@ fn place_replicas_after(
     n: u32,
     partial: Partial,
     placed: &[Vec<NodeAlloc>],
+    seed: u64,
 ) -> Vec<Vec<NodeAlloc>> {
     let mut used: BTreeSet<OperatorKey<'_>> = job
         .alloc
@@ -194,7 +211,7 @@ fn place_replicas_after(
         .flatten();
     let mut out = vec![];
     for _ in 0..n {
-        let Some(alloc) = place(state, job, free, &used, class.as_ref()) else { break };
+        let Some(alloc) = place(state, job, free, &used, class.as_ref(), seed) else { break };
         used.extend(alloc.iter().map(|a| state.operator_of(&a.node)));
         out.push(alloc);
     }
@@ -204,14 +221,16 @@ fn place_replicas_after(
     out
 }
 
-/// First fit over nodes in name order, skipping nodes of the operators in `excluded`; takes
-/// nothing from `free`. With `class`, only GPUs of that `(model, driver major)` count.
+/// First fit, skipping nodes of the operators in `excluded`, over nodes in name order or, for
+/// a replicated job, in the job's own order (`seed`); takes nothing from `free`. With
+/// `class`, only GPUs of that `(model, driver major)` count.
 fn place(
     state: &ClusterState,
     job: &Job,
     free: &BTreeMap<&str, Free>,
     excluded: &BTreeSet<OperatorKey<'_>>,
     class: Option<&(String, String)>,
+    seed: u64,
 ) -> Option<Vec<NodeAlloc>> {
     let spec = &job.spec;
     let part = state.config.partition(&job.partition)?;
@@ -224,8 +243,12 @@ fn place(
             })
         })
     };
+    let mut order: Vec<(&&str, &Free)> = free.iter().collect();
+    if job.is_replicated() {
+        order.sort_by_key(|(name, _)| replication::rank(seed, job.id, name));
+    }
     let mut alloc = Vec::new();
-    for (name, f) in free.iter() {
+    for (name, f) in order {
         if alloc.len() == spec.num_nodes() as usize {
             break;
         }

@@ -225,3 +225,37 @@ fn only_nodes_with_the_minimum_stake_are_given_work() {
     assert_eq!(nodes, ["node2", "node2"], "node1 has no stake bonded");
     assert_eq!(st.jobs[&ids[2]].reason, PendingReason::Resources);
 }
+
+#[test]
+fn replicated_jobs_meet_the_nodes_in_an_order_of_their_own() {
+    let mut st = cluster(4, 64);
+    for (i, n) in st.nodes.values_mut().enumerate() {
+        n.public_key = Some([i as u8 + 1; 32]);
+    }
+    let mut twice = spec("twice");
+    twice.replication = Some(chorus_core::trust::ReplicationSpec::Fixed(2));
+    let ids: Vec<u32> = (0..40).map(|_| submit(&mut st, twice.clone())).collect();
+    let once = submit(&mut st, spec("once"));
+    let first_nodes = |seed: u64| -> Vec<String> {
+        let plan = Fifo { seed }.plan(&st, 20);
+        ids.iter()
+            .map(|id| {
+                let p = plan.starts.iter().find(|p| p.job == *id).expect("every job fits");
+                assert_eq!(p.replicas.len(), 2);
+                assert_ne!(p.replicas[0][0].node, p.replicas[1][0].node);
+                p.replicas[0][0].node.clone()
+            })
+            .collect()
+    };
+    let firsts = first_nodes(1);
+    for n in ["node1", "node2", "node3", "node4"] {
+        let times = firsts.iter().filter(|f| *f == n).count();
+        assert!((3..=20).contains(&times), "{n} came first {times} times in 40: {firsts:?}");
+    }
+    assert_eq!(firsts, first_nodes(1), "one seed, one order");
+    assert_ne!(firsts, first_nodes(2), "another seed, another order");
+    // A job run once is placed as Slurm places it: the first node by name.
+    let plan = Fifo { seed: 1 }.plan(&st, 20);
+    let p = plan.starts.iter().find(|p| p.job == once).unwrap();
+    assert_eq!(p.replicas[0][0].node, "node1");
+}
