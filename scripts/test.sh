@@ -28,4 +28,10 @@ echo "== build (binaries are needed by the end-to-end tests)"
 cargo build --workspace --bins
 
 echo "== tests"
-cargo test --workspace -- --test-threads="${CHORUS_TEST_THREADS:-2}"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --workspace -- --test-threads="${CHORUS_TEST_THREADS:-2}" 2>&1 | tee "$log"
+
+# A test that cannot run here says SKIP and why (never a silent pass); list them together.
+echo "== skipped here"
+grep -o 'SKIP .*' "$log" || echo "none: every test ran"

@@ -15,6 +15,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+/// Says that a test skips, and why, where CI's log shows it: the harness keeps what a passing
+/// test prints with `eprintln!`, not what it writes to the process's stderr.
+pub fn skip(why: impl std::fmt::Display) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIP {why}");
+}
+
 /// The directory holding the workspace's binaries (`target/debug` or `target/release`).
 pub fn bin_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("CHORUS_BIN_DIR") {

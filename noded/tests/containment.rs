@@ -36,7 +36,7 @@ use chorus_noded::cgroup::{self, CgroupConfig, CgroupError, CgroupUsage, JobCgro
 use chorus_noded::inventory::{FakeInventory, GpuDevice, gpu_devices};
 use chorus_noded::runner::RunnerConfig;
 use chorus_noded::users::{JobUserMode, JobUsers};
-use common::{config, go, launch, output, workdir};
+use common::{config, go, launch, output, skip, workdir};
 
 /// Removes a test's parent cgroup when the test ends.
 struct Parent(CgroupConfig);
@@ -69,7 +69,7 @@ fn contained_with(
             Parent(cg),
         )),
         Err(e) => {
-            eprintln!("SKIP {test}: cgroups unusable here: {e}");
+            skip(format_args!("{test}: cgroups unusable here: {e}"));
             None
         }
     }
@@ -159,12 +159,14 @@ fn stand_in_gpus(dir: &Path, test: &str) -> Option<(PathBuf, Vec<GpuDevice>)> {
             mode,
             nix::sys::stat::makedev(1, minor),
         ) {
-            eprintln!("SKIP {test}: cannot make stand-in device nodes: {e}");
+            skip(format_args!("{test}: cannot make stand-in device nodes: {e}"));
             return None;
         }
     }
     if let Err(e) = std::fs::File::open(devs.join("fakegpu1")) {
-        eprintln!("SKIP {test}: stand-in device nodes cannot be opened here (nodev mount?): {e}");
+        skip(format_args!(
+            "{test}: stand-in device nodes cannot be opened here (nodev mount?): {e}"
+        ));
         return None;
     }
     let inv =
@@ -200,7 +202,7 @@ struct Cgroup2 {
 impl Cgroup2 {
     fn mount(test: &str) -> Option<Cgroup2> {
         if !nix::unistd::geteuid().is_root() {
-            eprintln!("SKIP {test}: not root: cannot mount a cgroup2 hierarchy");
+            skip(format_args!("{test}: not root: cannot mount a cgroup2 hierarchy"));
             return None;
         }
         let dir = tempfile::tempdir().unwrap();
@@ -214,7 +216,7 @@ impl Cgroup2 {
             nix::mount::MsFlags::empty(),
             none,
         ) {
-            eprintln!("SKIP {test}: cannot mount cgroup2 at {}: {e}", mnt.display());
+            skip(format_args!("{test}: cannot mount cgroup2 at {}: {e}", mnt.display()));
             return None;
         }
         Some(Cgroup2 { mnt, _dir: dir })
@@ -290,7 +292,9 @@ async fn a_v2_hierarchy_without_the_memory_controller_refuses_jobs_rather_than_r
     let Some(v2) = Cgroup2::mount(test) else { return };
     let controllers = std::fs::read_to_string(v2.mnt.join("cgroup.controllers")).unwrap();
     if controllers.split_whitespace().any(|c| c == "memory") {
-        eprintln!("SKIP {test}: this cgroup2 hierarchy has the memory controller: {controllers}");
+        skip(format_args!(
+            "{test}: this cgroup2 hierarchy has the memory controller: {controllers}"
+        ));
         return;
     }
     let dir = workdir();
@@ -421,7 +425,7 @@ fn isolated(dir: &Path, node: &str) -> Option<Arc<RunnerConfig>> {
     let state = dir.join("state");
     if let Err(e) = chorus_noded::stepd::probe(Path::new(env!("CARGO_BIN_EXE_stepd")), &state, node)
     {
-        eprintln!("SKIP namespaces: {e}");
+        skip(format_args!("namespaces: {e}"));
         return None;
     }
     Some(Arc::new(RunnerConfig {
@@ -558,7 +562,9 @@ async fn a_job_runs_in_its_oci_bundle_as_its_user_in_its_cgroup() {
     let bundle = match ready {
         Ok(b) => b,
         Err(e) => {
-            eprintln!("SKIP containers: {e} (scripts/deps.sh installs crun and busybox-static)");
+            skip(format_args!(
+                "containers: {e} (scripts/deps.sh installs crun and busybox-static)"
+            ));
             return;
         }
     };
