@@ -141,10 +141,12 @@ fn start(
     seed: u64,
 ) -> Option<Placement> {
     let policy = replication::policy(&job.replication);
-    // Fewer candidates each round; a job that runs once ends in the first.
-    let mut firsts = free.clone();
+    // The nodes not yet tried first, copied only when one has been (a job that runs once
+    // never retries: a first placement that fits is the whole of it).
+    let mut firsts: Option<BTreeMap<&str, Free>> = None;
     loop {
-        let first = place(state, job, &firsts, &BTreeSet::new(), None, seed)?;
+        let candidates = firsts.as_ref().unwrap_or(&*free);
+        let first = place(state, job, candidates, &BTreeSet::new(), None, seed)?;
         let record = NodeRecord { agreements: state.accounts.agreements(&first[0].node) };
         let quorum = policy.quorum(record, replication::draw(seed, job.id));
         let mut replicas = vec![first];
@@ -157,7 +159,8 @@ fn start(
             }
             return Some(Placement { job: job.id, quorum, replicas });
         }
-        firsts.retain(|name, _| *name != replicas[0][0].node);
+        let tried = replicas[0][0].node.as_str();
+        firsts.get_or_insert_with(|| free.clone()).retain(|name, _| *name != tried);
     }
 }
 
@@ -245,7 +248,7 @@ fn place(
     };
     let mut order: Vec<(&&str, &Free)> = free.iter().collect();
     if job.is_replicated() {
-        order.sort_by_key(|(name, _)| replication::rank(seed, job.id, name));
+        order.sort_by_cached_key(|(name, _)| replication::rank(seed, job.id, name));
     }
     let mut alloc = Vec::new();
     for (name, f) in order {
