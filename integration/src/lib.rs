@@ -22,6 +22,25 @@ pub fn skip(why: impl std::fmt::Display) {
     let _ = writeln!(std::io::stderr(), "SKIP {why}");
 }
 
+/// The last `lines` lines of each log in `dir`, under its name.
+fn log_tails(dir: &Path, lines: usize) -> String {
+    let mut logs: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|d| d.filter_map(|e| Some(e.ok()?.path())).collect())
+        .unwrap_or_default();
+    logs.sort();
+    let mut out = String::new();
+    for log in logs {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        out += &format!("== {}\n", log.display());
+        for l in &all[all.len().saturating_sub(lines)..] {
+            out += l;
+            out.push('\n');
+        }
+    }
+    out
+}
+
 /// The directory holding the workspace's binaries (`target/debug` or `target/release`).
 pub fn bin_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("CHORUS_BIN_DIR") {
@@ -174,9 +193,13 @@ impl Cluster {
                 }
             }
         });
-        let conf = rx
-            .recv_timeout(Duration::from_secs(90))
-            .expect("chorus up printed no `export CHORUS_CONF=` line in 90 s");
+        let conf = rx.recv_timeout(Duration::from_secs(90)).unwrap_or_else(|e| {
+            // The temporary directory goes with the panic: what the daemons logged goes in it.
+            panic!(
+                "chorus up printed no `export CHORUS_CONF=` line in 90 s ({e}); its daemons' logs:\n{}",
+                log_tails(&dir.path().join("state/log"), 20)
+            )
+        });
         Self { dir, conf, child, bins }
     }
 
