@@ -15,13 +15,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// Says that a test skips, and why, where CI's log shows it: the harness keeps what a passing
-/// test prints with `eprintln!`, not what it writes to the process's stderr.
-pub fn skip(why: impl std::fmt::Display) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "SKIP {why}");
-}
-
 /// The last `lines` lines of each log in `dir`, under its name.
 fn log_tails(dir: &Path, lines: usize) -> String {
     let mut logs: Vec<PathBuf> = std::fs::read_dir(dir)

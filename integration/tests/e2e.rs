@@ -560,7 +560,7 @@ fn a_job_over_its_memory_ends_out_of_memory_in_sacct() {
     let c = Cluster::start(ClusterOpts::default());
     let log = std::fs::read_to_string(c.dir.path().join("state/log/node1.log")).unwrap_or_default();
     if !log.contains("jobs run in cgroups") {
-        chorus_integration::skip(format_args!(
+        chorus_noded::testing::skip(format_args!(
             "out of memory: noded runs without cgroups here (not root, or no hierarchy):\n{log}"
         ));
         return;
@@ -670,7 +670,7 @@ fn health_check_program_failing_drains_the_node_and_passing_resumes_it() {
 #[test]
 fn sbatch_container_runs_the_script_in_the_oci_bundle() {
     if !nix_is_root() {
-        chorus_integration::skip("containers: not root (jobs in containers need namespaces)");
+        chorus_noded::testing::skip("containers: not root (jobs in containers need namespaces)");
         return;
     }
     let c = Cluster::start(ClusterOpts { nodes: 1, ..Default::default() });
@@ -678,7 +678,7 @@ fn sbatch_container_runs_the_script_in_the_oci_bundle() {
     let ready = chorus_noded::oci::overlay_usable(&work.join("overlay-check"))
         .and_then(|()| chorus_noded::oci::busybox_bundle(&work, Path::new("crun")));
     if let Err(e) = ready {
-        chorus_integration::skip(format_args!(
+        chorus_noded::testing::skip(format_args!(
             "containers: {e} (scripts/deps.sh installs crun and busybox-static)"
         ));
         return;

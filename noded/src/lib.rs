@@ -27,4 +27,5 @@ pub mod join;
 pub mod oci;
 pub mod runner;
 pub mod stepd;
+pub mod testing;
 pub mod users;

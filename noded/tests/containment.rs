@@ -35,8 +35,9 @@ use chorus_noded::cgroup::devices_v2::{self, DeviceRule};
 use chorus_noded::cgroup::{self, CgroupConfig, CgroupError, CgroupUsage, JobCgroup};
 use chorus_noded::inventory::{FakeInventory, GpuDevice, gpu_devices};
 use chorus_noded::runner::RunnerConfig;
+use chorus_noded::testing::skip;
 use chorus_noded::users::{JobUserMode, JobUsers};
-use common::{config, go, launch, output, skip, workdir};
+use common::{config, go, launch, output, workdir};
 
 /// Removes a test's parent cgroup when the test ends.
 struct Parent(CgroupConfig);

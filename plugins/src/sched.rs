@@ -141,17 +141,18 @@ fn start(
     seed: u64,
 ) -> Option<Placement> {
     let policy = replication::policy(&job.replication);
-    // The nodes not yet tried first, copied only when one has been (a job that runs once
-    // never retries: a first placement that fits is the whole of it).
-    let mut firsts: Option<BTreeMap<&str, Free>> = None;
+    let order = Order::of(free, job, seed);
+    // Nodes a first replica was tried on (a job that runs once never retries: a first
+    // placement that fits is the whole of it).
+    let mut tried: Vec<String> = vec![];
     loop {
-        let candidates = firsts.as_ref().unwrap_or(&*free);
-        let first = place(state, job, candidates, &BTreeSet::new(), None, seed)?;
+        let firsts = order.nodes(free).filter(|n| !tried.iter().any(|t| t == n));
+        let first = place(state, job, free, firsts, &BTreeSet::new(), None)?;
         let record = NodeRecord { agreements: state.accounts.agreements(&first[0].node) };
         let quorum = policy.quorum(record, replication::draw(seed, job.id));
         let mut replicas = vec![first];
         let more =
-            place_replicas_after(state, job, free, quorum - 1, Partial::Refused, &replicas, seed);
+            place_replicas_after(state, job, free, &order, quorum - 1, Partial::Refused, &replicas);
         if more.len() + 1 == quorum as usize {
             replicas.extend(more);
             for alloc in &replicas {
@@ -159,8 +160,7 @@ fn start(
             }
             return Some(Placement { job: job.id, quorum, replicas });
         }
-        let tried = replicas[0][0].node.as_str();
-        firsts.get_or_insert_with(|| free.clone()).retain(|name, _| *name != tried);
+        tried.push(replicas[0][0].node.clone());
     }
 }
 
@@ -174,7 +174,8 @@ fn place_replicas(
     partial: Partial,
     seed: u64,
 ) -> Vec<Vec<NodeAlloc>> {
-    let placed = place_replicas_after(state, job, free, n, partial, &[], seed);
+    let order = Order::of(free, job, seed);
+    let placed = place_replicas_after(state, job, free, &order, n, partial, &[]);
     for alloc in &placed {
         take(free, alloc);
     }
@@ -189,10 +190,10 @@ fn place_replicas_after(
     state: &ClusterState,
     job: &Job,
     free: &BTreeMap<&str, Free>,
+    order: &Order<'_>,
     n: u32,
     partial: Partial,
     placed: &[Vec<NodeAlloc>],
-    seed: u64,
 ) -> Vec<Vec<NodeAlloc>> {
     let mut used: BTreeSet<OperatorKey<'_>> = job
         .alloc
@@ -214,7 +215,9 @@ fn place_replicas_after(
         .flatten();
     let mut out = vec![];
     for _ in 0..n {
-        let Some(alloc) = place(state, job, free, &used, class.as_ref(), seed) else { break };
+        let Some(alloc) = place(state, job, free, order.nodes(free), &used, class.as_ref()) else {
+            break;
+        };
         used.extend(alloc.iter().map(|a| state.operator_of(&a.node)));
         out.push(alloc);
     }
@@ -224,16 +227,45 @@ fn place_replicas_after(
     out
 }
 
-/// First fit, skipping nodes of the operators in `excluded`, over nodes in name order or, for
-/// a replicated job, in the job's own order (`seed`); takes nothing from `free`. With
-/// `class`, only GPUs of that `(model, driver major)` count.
-fn place(
+/// The order a job meets the free nodes in: by name, as in Slurm, or for a replicated job an
+/// order of its own ([`replication::rank`]), ranked once per job.
+enum Order<'a> {
+    ByName,
+    Ranked(Vec<&'a str>),
+}
+
+impl<'a> Order<'a> {
+    fn of(free: &BTreeMap<&'a str, Free>, job: &Job, seed: u64) -> Self {
+        if !job.is_replicated() {
+            return Order::ByName;
+        }
+        let mut nodes: Vec<&str> = free.keys().copied().collect();
+        nodes.sort_by_cached_key(|n| replication::rank(seed, job.id, n));
+        Order::Ranked(nodes)
+    }
+
+    /// The free nodes in this order (by name without copying the names).
+    fn nodes<'s>(
+        &'s self,
+        free: &'s BTreeMap<&'a str, Free>,
+    ) -> impl Iterator<Item = &'a str> + 's {
+        let (by_name, ranked) = match self {
+            Order::ByName => (Some(free.keys()), None),
+            Order::Ranked(nodes) => (None, Some(nodes.iter())),
+        };
+        by_name.into_iter().flatten().chain(ranked.into_iter().flatten()).copied()
+    }
+}
+
+/// First fit over `nodes` (an [`Order`]'s), skipping nodes of the operators in `excluded`;
+/// takes nothing from `free`. With `class`, only GPUs of that `(model, driver major)` count.
+fn place<'a>(
     state: &ClusterState,
     job: &Job,
     free: &BTreeMap<&str, Free>,
+    nodes: impl Iterator<Item = &'a str>,
     excluded: &BTreeSet<OperatorKey<'_>>,
     class: Option<&(String, String)>,
-    seed: u64,
 ) -> Option<Vec<NodeAlloc>> {
     let spec = &job.spec;
     let part = state.config.partition(&job.partition)?;
@@ -246,16 +278,13 @@ fn place(
             })
         })
     };
-    let mut order: Vec<(&&str, &Free)> = free.iter().collect();
-    if job.is_replicated() {
-        order.sort_by_cached_key(|(name, _)| replication::rank(seed, job.id, name));
-    }
     let mut alloc = Vec::new();
-    for (name, f) in order {
+    for name in nodes {
         if alloc.len() == spec.num_nodes() as usize {
             break;
         }
-        let node = &state.nodes[*name];
+        let Some(f) = free.get(name) else { continue };
+        let node = &state.nodes[name];
         if !part.has_node(name)
             || excluded.contains(&state.operator_of(name))
             || (job.is_replicated() && node.public_key.is_none())
@@ -274,7 +303,7 @@ fn place(
             .collect();
         if f.cpus >= need.cpus && f.mem_mb >= need.mem_mb && gpus.len() == need.gpus as usize {
             alloc.push(NodeAlloc {
-                node: (*name).to_owned(),
+                node: name.to_owned(),
                 cpus: need.cpus,
                 mem_mb: need.mem_mb,
                 gpus,

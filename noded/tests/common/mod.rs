@@ -8,14 +8,6 @@ use chorus_core::launch::LaunchSpec;
 use chorus_noded::runner::{Finished, ProcessGroup, RunnerConfig, run};
 use tokio::sync::watch;
 
-/// Says that a test skips, and why, where CI's log shows it: the harness keeps what a passing
-/// test prints with `eprintln!`, not what it writes to the process's stderr.
-#[allow(dead_code, reason = "runner.rs skips nothing")]
-pub fn skip(why: impl std::fmt::Display) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "SKIP {why}");
-}
-
 /// A runner on node `node` keeping its state in `state`, with this build's stepd; no cgroups,
 /// no namespaces.
 pub fn config(node: &str, state: &Path) -> RunnerConfig {
