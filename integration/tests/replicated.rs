@@ -109,3 +109,47 @@ fn bad_trust_options_are_refused_with_a_reason() {
     // Nothing was submitted.
     assert_eq!(stdout(&c.run("squeue", &["-h", "-t", "all"])), "");
 }
+
+#[test]
+fn verified_work_is_charged_to_the_user_paid_to_the_agreeing_nodes_and_shown() {
+    // 1000 credits per CPU-second.
+    let c = Cluster::start(ClusterOpts {
+        nodes: 3,
+        ctld_args: vec!["--price-cpu-hour=3600000".into()],
+        ..ClusterOpts::default()
+    });
+    let (user, _, _) = chorus_cli::current_user();
+    let poor = c.run("sbatch", &["--replicas=2", "--wrap", "true"]);
+    let why = String::from_utf8_lossy(&poor.stderr);
+    assert!(
+        !poor.status.success() && why.contains(&format!("user {user} has no credits")),
+        "a priced partition takes jobs only from users with credits: {why}"
+    );
+    let credit = c.run("chorus", &["user", "credit", &user, "1000000"]);
+    assert!(credit.status.success(), "{}", String::from_utf8_lossy(&credit.stderr));
+
+    let id = c.submit(&["--replicas=2", "--wrap", "sleep 2; echo ok"]).to_string();
+    assert_eq!(c.wait_done(&id, MIN), "COMPLETED");
+    let amount = |k: &str| -> u64 { c.field(&id, k).parse().unwrap_or_else(|_| panic!("{k}")) };
+    let (paid, charged) = (amount("Paid"), amount("Charged"));
+    // Two replicas of at least 2 s each at 1000 a second, undisputed: the user pays exactly
+    // what the two agreeing nodes earn.
+    assert!(paid >= 4000 && paid == charged, "Paid={paid} Charged={charged}");
+    let acct =
+        stdout(&c.run("sacct", &["-j", &id, "-X", "-P", "-n", "--format=JobID,Paid,Charged"]));
+    assert_eq!(acct.trim(), format!("{id}|{paid}|{charged}"));
+    let balance = stdout(&c.run("chorus", &["user", "balance", &user]));
+    assert_eq!(
+        balance.trim(),
+        format!("User={user} Balance={} Spent={charged} Owed=0", 1_000_000 - charged)
+    );
+    // `chorus node status`: EARNED is what each agreeing node was paid, and adds up.
+    let status = stdout(&c.run("chorus", &["node", "status"]));
+    let earned: Vec<u64> = status
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().nth(4).and_then(|e| e.parse().ok()).expect(l))
+        .collect();
+    assert_eq!(earned.iter().filter(|e| **e > 0).count(), 2, "{status}");
+    assert_eq!(earned.iter().sum::<u64>(), paid, "{status}");
+}
